@@ -1,0 +1,143 @@
+"""Full-size Self Forcing generator throughput on one GPU: random bf16 weights at the Wan2.1-T2V-1.3B config
+(identical compute to the released checkpoint), DiT only.
+
+Measures, per scenario: video FPS (pixel frames / DiT wall time), first-block latency, steady-state per-block
+time, peak GPU memory; an 81-frame video (21 latent frames) and a long rollout (rolling 21-frame window, 3 sink
+frames). With --trim it also runs TokenTrim at forced trigger rates, interleaved with the baseline (ABAB...).
+
+Protocol: one warm-up video per scenario (excluded), then --repeats timed videos; median and min/max reported.
+torch.cuda.synchronize() brackets every timed region.
+
+    python bench/throughput.py --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tokentrim.env_info import collect_env
+from tokentrim.models.wan_causal import CausalWanModel
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+from tokentrim.trim import TokenTrim, TokenTrimConfig
+
+
+class ForcedTrim(TokenTrim):
+    """TokenTrim whose trigger is forced on every `period`-th tested batch (the drift math still runs)."""
+
+    def __init__(self, cfg: TokenTrimConfig, period: int):
+        super().__init__(cfg)
+        self.period = period
+
+    def decide(self, block_tokens):
+        decision = super().decide(block_tokens)
+        if decision.unstable is not None and decision.t > self.cfg.warmup and decision.t % self.period == 0:
+            decision.should_prune = True
+        return decision
+
+    def retest(self, block_tokens):
+        decision = super().decide(block_tokens)
+        decision.should_prune = False
+        return decision
+
+
+def pixel_frames(latent_frames: int) -> int:
+    return 1 + 4 * (latent_frames - 1)  # Wan VAE: 1 latent -> 1 frame, then 4 per latent
+
+
+def time_video(pipe, noise, context_kv, seed: int) -> dict:
+    g = torch.Generator(device=noise.device).manual_seed(seed)
+    block_times: list[float] = []
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    last = [start]
+
+    def on_event(_event: dict) -> None:  # called once per block, after the decision (synced)
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        block_times.append(now - last[0])
+        last[0] = now
+
+    pipe(noise, context_kv, noise_source=lambda s: torch.randn(s, generator=g, device=noise.device, dtype=noise.dtype), on_event=on_event)
+    torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    return {"total_s": total, "first_block_s": block_times[0] if block_times else None, "block_s": block_times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=21, help="latent frames of the short video")
+    parser.add_argument("--long-frames", type=int, default=120, help="latent frames of the long rollout (120 = 30 s)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trim", action="store_true", help="also time TokenTrim at forced trigger rates")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = CausalWanModel()
+    model = model.to_empty(device=device)
+    for p in model.parameters():  # random weights, fixed seed
+        torch.nn.init.normal_(p, std=0.02)
+    model = model.to(torch.bfloat16)
+    num_params = sum(p.numel() for p in model.parameters())
+    text = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
+    context_kv = model.encode_context(text)
+
+    results: dict = {"num_params": num_params, "scenarios": {}}
+    scenarios = {
+        "81_frames": (args.frames, SelfForcingConfig(max_frames=21, sink_frames=0)),
+        f"long_{args.long_frames}_latent": (args.long_frames, SelfForcingConfig(max_frames=21, sink_frames=3)),
+    }
+    for name, (latent_frames, sampler) in scenarios.items():
+        noise = torch.randn(1, latent_frames, 16, 60, 104, device=device, dtype=torch.bfloat16, generator=torch.Generator(device).manual_seed(1))
+        variants = {"baseline": TokenTrim(TokenTrimConfig(enabled=False))}
+        if args.trim:
+            variants["trim_rate0"] = TokenTrim(TokenTrimConfig(lam=1e9))  # tested, never triggers
+            variants["trim_rate10"] = ForcedTrim(TokenTrimConfig(), period=10)  # about the paper's regime
+            variants["trim_rate100"] = ForcedTrim(TokenTrimConfig(), period=1)
+        pipes = {k: SelfForcingPipeline(model, sampler, trim=v) for k, v in variants.items()}
+        runs: dict[str, list] = {k: [] for k in pipes}
+        torch.cuda.reset_peak_memory_stats()
+        for k, pipe in pipes.items():  # warm-up, excluded
+            time_video(pipe, noise, context_kv, seed=0)
+        for r in range(args.repeats):  # interleaved ABAB...
+            for k, pipe in pipes.items():
+                runs[k].append(time_video(pipe, noise, context_kv, seed=r + 1))
+        peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        out = {}
+        for k, rs in runs.items():
+            totals = [r["total_s"] for r in rs]
+            steady = [statistics.median(r["block_s"][3:]) for r in rs if len(r["block_s"]) > 3]
+            med = statistics.median(totals)
+            out[k] = {
+                "latent_frames": latent_frames,
+                "pixel_frames": pixel_frames(latent_frames),
+                "total_s_median": med,
+                "total_s_min": min(totals),
+                "total_s_max": max(totals),
+                "fps_dit_only": pixel_frames(latent_frames) / med,
+                "first_block_s_median": statistics.median(r["first_block_s"] for r in rs),
+                "steady_block_s_median": statistics.median(steady) if steady else None,
+                "overhead_x": med / statistics.median(x["total_s"] for x in runs["baseline"]),
+            }
+        out["peak_mem_gib"] = peak_gib
+        results["scenarios"][name] = out
+        print(name, json.dumps(out, indent=1))
+    results["env"] = collect_env(device)
+    results["protocol"] = f"1 warm-up video per variant excluded; {args.repeats} timed videos per variant, interleaved; median"
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m")
+    gpu = torch.cuda.get_device_name().replace(" ", "_")
+    path = args.out / f"throughput_{gpu}_{stamp}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Rolling Forcing's self-attention KV cache: an attention sink re-roped in front of a rolling working cache.
+
+Rolling Forcing (Liu et al. 2025, `TencentARC/RollingForcing`) denoises a window of up to 5 blocks jointly and keeps a
+cache of clean K/V whose semantics differ from Self Forcing's (`tokentrim.cache.KVCache`). Official reference:
+`wan/modules/causal_model.py::CausalWanSelfAttention.forward`, kv-cache branch (lines 195-300 @ a1477d0):
+
+* Every call writes only the *first block* of its input (`block_frames` frames) into the cache (l. 206-239); a call
+  whose first block is already the newest cached block overwrites it (l. 227-235, `num_new_tokens == 0`).
+* The first block of the video is the *attention sink*: kept forever (eviction shifts everything after it, l. 211-226).
+  Upstream stores its K un-roped (l. 230-231) and ropes it when read.
+* Denoising call (`updating_cache=False`, l. 264-300): if the window starts at the video's first block, plain
+  self-attention over the call itself (l. 241-246). Otherwise K/V = [sink, working cache, the call's own K/V] with
+  working cache = the newest cached non-sink frames before the window, at most
+  `max_attention_frames - num_frames - sink_frames` of them (one block for a full 15-frame window), and the sink
+  re-roped to sit directly before the working cache in time (l. 276-281).
+* Cache-refresh call (`updating_cache=True`, l. 248-262): K/V = the newest `max_attention_frames` cached frames *including
+  the block just written*; the sink only while it falls inside that span, then at its true position (frame 0,
+  l. 254-256). Once more than 21 frames are cached the refresh no longer sees the sink, unlike the denoising call.
+* Capacity `cache_frames` (24 frames = 37,440 tokens at 832x480, `rolling_forcing_inference.py` l. 348); the oldest
+  non-sink block is evicted when a new block does not fit.
+
+Our choices (same results as upstream without pruning; documented where they generalise):
+
+* The sink is stored **roped at its true frames 0..sink_frames-1** (as the model hands K over). RoPE composes, so upstream's
+  "rope the un-roped sink at frames r..r+2" equals rotating our stored keys' temporal channels by r (h/w angles 0);
+  at the refresh call r = 0, i.e. the stored keys are used as they are. Equal up to fp32 rounding (~1e-7).
+* Windows and spans are counted in **frames**, not tokens (upstream slices tokens; the same thing while no token is
+  pruned). A frame stays one frame however many of its tokens TokenTrim removed, so pruning never lets older frames slip
+  into the attended span and the sink is always placed right before the first working frame.
+* The K/V staged by a call (its first block) live in a side buffer and become cache entries only at `commit()`, which the
+  pipeline calls after the refresh call. Upstream also writes the denoising call's noisy first block into the slot,
+  but the refresh call overwrites it before anything reads it, so results are identical.
+* Pruning (TokenTrim) removes entries physically, with the same (frame, token) bookkeeping as `KVCache`: pruned
+  positions stay removed as the cache rolls, and eviction stays frame-granular.
+
+Letters: Y layers, B batch, n heads, d head dim, N tokens per latent frame, L tokens of the call, T capacity in tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from tokentrim.models.wan_causal import apply_rope, rope_angles
+
+logger = logging.getLogger(__name__)
+
+DENOISE = "denoise"
+REFRESH = "refresh"
+
+
+@dataclass
+class RollingCacheSnapshot:
+    """What `RollingKVCache.snapshot` returns: the committed state (staged block excluded)."""
+
+    k: torch.Tensor  # [Y, B, n, length, d]
+    v: torch.Tensor  # [Y, B, n, length, d]
+    entry_frame: torch.Tensor  # [length]
+    entry_token: torch.Tensor  # [length]
+    length: int
+    frames: list[int]
+    frame_len: list[int]
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What one model call attends to, in entry offsets of the committed buffer (host ints).
+
+    plain: attend only to the call's own K/V (window at the start of the video).
+    sink_end: entries [0, sink_end) are the sink, prepended re-roped by `sink_shift` frames (denoising call only).
+    span: entries [span_start, span_end) of `span_frames` frames are attended as stored (denoise: the working cache;
+        refresh: the newest cached frames, sink included while it falls inside).
+    """
+
+    mode: str
+    start_frame: int
+    num_frames: int
+    plain: bool
+    sink_end: int
+    sink_shift: int
+    span_start: int
+    span_end: int
+    span_frames: int
+
+
+class RollingKVCache:
+    """Per-layer K/V storage for Rolling Forcing's rolling-window inference.
+
+    Call protocol, per model call: `begin_call(start_frame, num_frames, mode=...)`, the model's forward (which calls
+    `stage(layer, k, v)` once per layer), then `commit()` after a refresh call (or `discard_staged()`).
+
+    Args:
+        num_layers (`int`): transformer blocks Y.
+        num_heads (`int`), head_dim (`int`): n and d.
+        tokens_per_frame (`int`): N (1560 at 832x480).
+        block_frames (`int`, default 3): frames per block; also the sink size (the sink is the video's first block).
+        cache_frames (`int`, default 24): frames the cache holds at most (sink included).
+        max_attention_frames (`int`, default 21): frames one call attends to at most (its own frames included).
+        batch_size (`int`), device, dtype: buffer placement.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        tokens_per_frame: int,
+        block_frames: int = 3,
+        cache_frames: int = 24,
+        max_attention_frames: int = 21,
+        batch_size: int = 1,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        if block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {block_frames}")
+        if max_attention_frames < 2 * block_frames:
+            raise ValueError(
+                f"max_attention_frames must be >= 2 * block_frames = {2 * block_frames} (sink + one block), got {max_attention_frames}"
+            )
+        if cache_frames < max_attention_frames:
+            raise ValueError(f"cache_frames must be >= max_attention_frames={max_attention_frames}, got {cache_frames}")
+        self.num_layers = num_layers
+        self.head_dim = head_dim
+        self.tokens_per_frame = tokens_per_frame
+        self.block_frames = block_frames
+        self.sink_frames = block_frames  # upstream: "we keep the first block in the cache"
+        self.cache_frames = cache_frames
+        self.max_attention_frames = max_attention_frames
+        self.capacity = cache_frames * tokens_per_frame
+        shape = (num_layers, batch_size, num_heads, self.capacity, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        block_shape = (num_layers, batch_size, num_heads, block_frames * tokens_per_frame, head_dim)
+        self.staged_k = torch.zeros(block_shape, device=device, dtype=dtype)
+        self.staged_v = torch.zeros(block_shape, device=device, dtype=dtype)
+        self.entry_frame = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
+        self.entry_token = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
+        self.length = 0
+        # Host-side bookkeeping: committed frames, oldest first, and how many entries each still holds.
+        self.frames: list[int] = []
+        self.frame_len: list[int] = []
+        self.plan: CallPlan | None = None
+        self.staged = 0  # tokens of the staged first block (0 = nothing staged)
+        self.staged_start_frame = -1
+        self._sink_rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (shift, cos, sin) of the last re-rope
+
+    # ---------------------------------------------------------------- call lifecycle
+    def begin_call(self, start_frame: int, num_frames: int, *, mode: str) -> CallPlan:
+        """Announce a model call on latent frames [start_frame, start_frame + num_frames); plan what it attends to.
+
+        Evicts the oldest non-sink frames if the call's first block is new and would not fit (upstream evicts on the
+        first call that appends, l. 213-226).
+
+        Args:
+            start_frame: absolute latent frame of the call's first frame (a block boundary).
+            num_frames: frames of the call (>= block_frames; exactly block_frames for a refresh call).
+            mode: "denoise" (window denoising call) or "refresh" (clean first block at the context noise).
+        """
+        bf = self.block_frames
+        if mode not in (DENOISE, REFRESH):
+            raise ValueError(f"mode must be one of {[DENOISE, REFRESH]}, got {mode!r}")
+        if start_frame % bf or start_frame < 0:
+            raise ValueError(f"start_frame must be a non-negative multiple of block_frames={bf}, got {start_frame}")
+        if num_frames < bf or (mode == REFRESH and num_frames != bf):
+            rule = f"== block_frames={bf}" if mode == REFRESH else f">= block_frames={bf}"
+            raise ValueError(f"num_frames of a {mode} call must be {rule}, got {num_frames}")
+        block_end = start_frame + bf
+        if self.frames and self.frames[-1] >= block_end:
+            raise RuntimeError(f"call at frame {start_frame} is older than the newest cached frame {self.frames[-1]}")
+        # Frames older than the call's first block (an existing copy of that block is overwritten at commit).
+        num_older = sum(1 for f in self.frames if f < start_frame)
+        excess = num_older + bf - self.cache_frames
+        if excess > 0:
+            self._evict_oldest(excess)
+            num_older -= excess
+        older_end = sum(self.frame_len[:num_older])  # entries of the older frames: [0, older_end)
+        num_sink = sum(1 for f in self.frames[:num_older] if f < self.sink_frames)
+        sink_end = sum(self.frame_len[:num_sink])
+
+        if num_older == 0:  # window at the video's start: self-attention only (l. 241-246)
+            plan = CallPlan(mode, start_frame, num_frames, True, 0, 0, 0, 0, 0)
+        elif mode == DENOISE:  # [sink re-roped, working cache, window] (l. 264-300)
+            max_working = self.max_attention_frames - num_frames - self.sink_frames
+            if max_working < 0:
+                raise ValueError(
+                    f"a {num_frames}-frame window leaves no room for the sink within max_attention_frames={self.max_attention_frames}"
+                )
+            working = min(max_working, num_older - num_sink)
+            span_start = sum(self.frame_len[: num_older - working])
+            shift = start_frame - working - self.sink_frames  # sink frames 0.. -> shift..; right before the working cache
+            plan = CallPlan(mode, start_frame, num_frames, False, sink_end, shift, span_start, older_end, working)
+        else:  # newest max_attention_frames frames including the block itself, as stored (l. 248-262)
+            span = min(num_older, self.max_attention_frames - num_frames)
+            span_start = sum(self.frame_len[: num_older - span])
+            plan = CallPlan(mode, start_frame, num_frames, False, 0, 0, span_start, older_end, span)
+        self.plan = plan
+        self.staged = 0
+        self.staged_start_frame = start_frame
+        return plan
+
+    def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the call's first block of one layer for `commit`; return the K/V the call attends to.
+
+        Args:
+            k, v: `[B, n, L, d]`, k rotated at the call's absolute frame positions.
+        Returns:
+            K, V: `[B, n, L', d]`: the call itself (plain), [sink, working, call] (denoise) or [span, block] (refresh).
+        """
+        plan = self.plan
+        if plan is None:
+            raise RuntimeError("stage() before begin_call()")
+        num_tokens = k.shape[2]
+        if num_tokens != plan.num_frames * self.tokens_per_frame:
+            raise RuntimeError(f"stage() got {num_tokens} tokens but begin_call() announced {plan.num_frames} frames")
+        block_tokens = self.block_frames * self.tokens_per_frame
+        self.staged_k[layer] = k[:, :, :block_tokens]
+        self.staged_v[layer] = v[:, :, :block_tokens]
+        self.staged = block_tokens
+        if plan.plain:
+            return k, v
+        span_k = self.k[layer, :, :, plan.span_start : plan.span_end]  # [B, n, span, d]
+        span_v = self.v[layer, :, :, plan.span_start : plan.span_end]
+        if plan.mode == REFRESH:
+            return torch.cat([span_k, k], dim=2), torch.cat([span_v, v], dim=2)  # -> [B, n, span + L, d]
+        sink_k = self._shift_frames(self.k[layer, :, :, : plan.sink_end], plan.sink_shift)  # [B, n, sink, d]
+        sink_v = self.v[layer, :, :, : plan.sink_end]
+        return torch.cat([sink_k, span_k, k], dim=2), torch.cat([sink_v, span_v, v], dim=2)
+
+    def commit(self) -> None:
+        """Make the staged first block (as written by the last call) a cache entry; replaces an existing copy."""
+        if self.staged == 0:
+            raise RuntimeError("commit() with nothing staged")
+        bf, n = self.block_frames, self.tokens_per_frame
+        start = self.staged_start_frame
+        if self.frames and self.frames[-1] >= start:  # overwrite the newest block (upstream num_new_tokens == 0)
+            num_old = sum(1 for f in self.frames if f >= start)
+            removed = sum(self.frame_len[-num_old:])
+            self.entry_frame[self.length - removed : self.length] = -1
+            self.entry_token[self.length - removed : self.length] = -1
+            self.length -= removed
+            del self.frames[-num_old:]
+            del self.frame_len[-num_old:]
+        excess = len(self.frames) + bf - self.cache_frames
+        if excess > 0:
+            self._evict_oldest(excess)
+        end = self.length + self.staged
+        self.k[:, :, :, self.length : end] = self.staged_k
+        self.v[:, :, :, self.length : end] = self.staged_v
+        positions = torch.arange(self.staged, device=self.entry_frame.device)  # [bf*N]
+        self.entry_frame[self.length : end] = start + positions // n
+        self.entry_token[self.length : end] = positions % n
+        self.length = end
+        self.frames.extend(range(start, start + bf))
+        self.frame_len.extend([n] * bf)
+        self.discard_staged()
+
+    def discard_staged(self) -> None:
+        """Forget the staged block and the call plan."""
+        self.staged = 0
+        self.plan = None
+
+    # ---------------------------------------------------------------- queries
+    def committed_frames(self) -> list[int]:
+        """Absolute latent-frame indices held by the cache, oldest first (a frame stays listed after pruning)."""
+        return list(self.frames)
+
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frame, token) of every committed entry: two `[length]` tensors."""
+        return self.entry_frame[: self.length], self.entry_token[: self.length]
+
+    # ---------------------------------------------------------------- pruning / eviction
+    def prune(self, tokens: torch.Tensor, frames: list[int] | None = None) -> int:
+        """Remove spatial positions `tokens` from the given cached frames (default: every non-sink frame).
+
+        Args:
+            tokens: `[k]` long, spatial token indices in [0, N).
+            frames: absolute frame indices to prune in; `None` = all committed frames except the sink.
+        Returns:
+            number of entries removed.
+        """
+        if self.staged:
+            raise RuntimeError("prune() while a block is staged; call discard_staged() first")
+        if frames is None:
+            frames = [f for f in self.frames if f >= self.sink_frames]
+        device = self.entry_frame.device
+        entry_frame, entry_token = self.positions()
+        token_hit = torch.zeros(self.tokens_per_frame, dtype=torch.bool, device=device)
+        token_hit[tokens.to(device)] = True
+        frame_hit = torch.isin(entry_frame, torch.as_tensor(frames, dtype=torch.long, device=device))
+        keep = ~(frame_hit & token_hit[entry_token])  # [length]
+        return self._keep_entries(keep)
+
+    def _evict_oldest(self, num_frames: int) -> None:
+        """Drop the `num_frames` oldest non-sink frames: one shift of the entries after them (sink stays in place)."""
+        first = next(i for i, f in enumerate(self.frames) if f >= self.sink_frames)  # first evictable frame
+        start = sum(self.frame_len[:first])
+        evicted = sum(self.frame_len[first : first + num_frames])
+        rest = self.length - start - evicted
+        for buf in (self.k, self.v):
+            # tokens are dim 3 of [Y, B, n, T, d]: [start + evicted, length) -> [start, start + rest); clone: overlap
+            buf[:, :, :, start : start + rest] = buf[:, :, :, start + evicted : self.length].clone()
+        for buf in (self.entry_frame, self.entry_token):
+            buf[start : start + rest] = buf[start + evicted : self.length].clone()  # [T]
+        self.entry_frame[start + rest : self.length] = -1
+        self.entry_token[start + rest : self.length] = -1
+        self.length = start + rest
+        logger.debug("evicted frames %s", self.frames[first : first + num_frames])
+        del self.frames[first : first + num_frames]
+        del self.frame_len[first : first + num_frames]
+
+    def _keep_entries(self, keep: torch.Tensor) -> int:
+        """Gather kept entries to the front of every layer's buffer (one index_select per K and V)."""
+        keep_idx = keep.nonzero().squeeze(1)  # [kept]
+        kept = keep_idx.numel()
+        removed = self.length - kept
+        if removed == 0:
+            return 0
+        # [Y, B, n, length, d] -> [Y, B, n, kept, d]
+        self.k[:, :, :, :kept] = self.k[:, :, :, : self.length].index_select(3, keep_idx)
+        self.v[:, :, :, :kept] = self.v[:, :, :, : self.length].index_select(3, keep_idx)
+        self.entry_frame[:kept] = self.entry_frame[: self.length][keep_idx]
+        self.entry_token[:kept] = self.entry_token[: self.length][keep_idx]
+        self.entry_frame[kept : self.length] = -1
+        self.entry_token[kept : self.length] = -1
+        self.length = kept
+        frames = torch.as_tensor(self.frames, dtype=torch.long, device=keep.device)  # [num_frames], increasing
+        slot = torch.searchsorted(frames, self.entry_frame[:kept])  # [kept] -> index into self.frames
+        self.frame_len = torch.bincount(slot, minlength=len(self.frames)).tolist()
+        return removed
+
+    # ---------------------------------------------------------------- RoPE
+    def _shift_frames(self, k: torch.Tensor, shift: int) -> torch.Tensor:
+        """Move roped keys `shift` frames later in time: rotate the temporal RoPE channels by shift * theta_t.
+
+        k: `[B, n, L, d]` -> same. RoPE composes (rot(a) rot(b) = rot(a + b)) and the h/w angles of a pure temporal
+        shift are 0, so this equals upstream's roping of the un-roped sink at frames shift.. (l. 277-281).
+        """
+        if shift == 0:
+            return k
+        if self._sink_rope is None or self._sink_rope[0] != shift:
+            angles = rope_angles(self.head_dim, torch.tensor([shift], device=k.device), 1, 1)  # [1, d/2]
+            self._sink_rope = (shift, angles.cos().float(), angles.sin().float())
+        _, cos, sin = self._sink_rope
+        return apply_rope(k, cos, sin)
+
+    # ---------------------------------------------------------------- snapshot / restore
+    def snapshot(self) -> RollingCacheSnapshot:
+        """Copy of the committed state (staged block excluded)."""
+        end = self.length
+        return RollingCacheSnapshot(
+            k=self.k[:, :, :, :end].clone(),
+            v=self.v[:, :, :, :end].clone(),
+            entry_frame=self.entry_frame[:end].clone(),
+            entry_token=self.entry_token[:end].clone(),
+            length=end,
+            frames=list(self.frames),
+            frame_len=list(self.frame_len),
+        )
+
+    def restore(self, snap: RollingCacheSnapshot) -> None:
+        end = snap.length
+        self.k[:, :, :, :end] = snap.k
+        self.v[:, :, :, :end] = snap.v
+        self.entry_frame.fill_(-1)
+        self.entry_token.fill_(-1)
+        self.entry_frame[:end] = snap.entry_frame
+        self.entry_token[:end] = snap.entry_token
+        self.length = end
+        self.frames = list(snap.frames)
+        self.frame_len = list(snap.frame_len)
+        self.discard_staged()
+
+    def reset(self) -> None:
+        self.length = 0
+        self.frames = []
+        self.frame_len = []
+        self.entry_frame.fill_(-1)
+        self.entry_token.fill_(-1)
+        self.discard_staged()

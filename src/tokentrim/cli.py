@@ -1,0 +1,193 @@
+"""`tokentrim` command line: Hydra apps over `conf/` that compose the config and call plain functions.
+
+    tokentrim run               generate (baseline + variant) -> score -> report, for the composed config
+    tokentrim generate          generation only            tokentrim score     scoring only
+    tokentrim report [DIR]      tables / plots / W&B for a run or sweep directory (default: the experiment's)
+    tokentrim vbench-check      per VBench dimension: ready, or the exact missing files
+
+Every command takes Hydra overrides (`trim.p=0.2 backbone=self_forcing`) and `-m` for sweeps
+(`tokentrim run -m trim.p=0.05,0.1,0.2`). Results: `${paths.output_root}/<experiment>/<backbone>/<variant>/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+logger = logging.getLogger("tokentrim")
+
+COMMANDS = ("run", "generate", "score", "report", "vbench-check")
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+# ---------------------------------------------------------------------------------------------- config helpers
+def validate(cfg: DictConfig) -> None:
+    """Every check that can fail before any model is built (one clear line each)."""
+    from tokentrim.backbones import check_backbone_config, sampler_config
+    from tokentrim.generate import DTYPES, flowmo_config, trim_config
+    from tokentrim.prompts import load_prompts
+
+    trim_config(cfg.trim)
+    flowmo_config(cfg.init)
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    check_backbone_config(backbone)
+    if backbone["kind"] == "wan":
+        sampler_config(backbone["pipeline"], backbone["sampler"])
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
+    if not (str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda")):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {cfg.device!r}")
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        raise ValueError(f"shard.index must be in [0, shard.count={cfg.shard.count}), got {cfg.shard.index}")
+    if cfg.num_latent_frames is not None and cfg.num_latent_frames < 1:
+        raise ValueError(f"num_latent_frames must be >= 1 or null, got {cfg.num_latent_frames}")
+    if cfg.scorer.name not in ("vbench", "tinyworld"):
+        raise ValueError(f"scorer.name must be one of ['vbench', 'tinyworld'], got {cfg.scorer.name!r}")
+    load_prompts(cfg.prompts)
+
+
+def variant_name(cfg: DictConfig) -> str:
+    """Directory name of the variant: baseline | tokentrim | tokentrim+flowmo | ..., plus swept trim/init values."""
+    if cfg.variant:
+        return str(cfg.variant)
+    if not cfg.trim.enabled and not cfg.init.enabled:
+        return "baseline"
+    name = "+".join(([cfg.trim.name] if cfg.trim.enabled else ["notrim"]) + (["flowmo"] if cfg.init.enabled else []))
+    suffix = []
+    for override in _task_overrides():
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith(("trim.", "init.")) and key not in ("trim.name", "trim.enabled", "init.enabled"):
+            suffix.append(f"{key.split('.', 1)[1]}{value}")
+    return "_".join([name, *suffix])
+
+
+def _task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (tests call the functions directly)
+        return []
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The paired baseline of `cfg`: same backbone, prompts and seeds; trim and init from their `none` files, so that
+    every variant of a sweep shares one baseline directory."""
+    base = cfg.copy()
+    with open_dict(base):
+        base.trim = OmegaConf.load(CONF_DIR / "trim" / "none.yaml")
+        base.init = OmegaConf.load(CONF_DIR / "init" / "none.yaml")
+        base.variant = "baseline"
+    return base
+
+
+def experiment_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_root) / cfg.experiment_name
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return experiment_dir(cfg) / cfg.backbone.name / variant_name(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def generate_stage(cfg: DictConfig) -> list[Path]:
+    """Generate the variant of `cfg` and, with `baseline=true`, its paired baseline, interleaved in one process."""
+    from tokentrim.generate import generate_variants
+
+    validate(cfg)
+    variants = [(cfg, run_dir_of(cfg))]
+    if cfg.baseline and variant_name(cfg) != "baseline":
+        base = baseline_config(cfg)
+        variants.insert(0, (base, run_dir_of(base)))
+    return generate_variants(variants)
+
+
+def score_stage(cfg: DictConfig) -> list[Path]:
+    from tokentrim.evaluate import score
+
+    scorer = OmegaConf.to_container(cfg.scorer, resolve=True)
+    dirs = [run_dir_of(cfg)]
+    if cfg.baseline and variant_name(cfg) != "baseline":
+        dirs.insert(0, run_dir_of(baseline_config(cfg)))
+    return [score(scorer, d, score_cache_dir=cfg.paths.score_cache_dir) for d in dirs]
+
+
+def report_stage(cfg: DictConfig) -> Path:
+    from tokentrim.report import make_report
+
+    target = Path(cfg.report.dir) if cfg.report.dir else experiment_dir(cfg)
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+    paths = make_report(target, baseline="none", n_boot=cfg.report.n_boot, plots=cfg.report.plots, logger_cfg=logger_cfg)
+    table = paths.tables.get("md")
+    if table is not None and Path(table).exists():
+        sys.stdout.write(Path(table).read_text() + "\n")
+    logger.info("report written to %s", paths.out_dir)
+    return paths.out_dir
+
+
+def vbench_check(cfg: DictConfig) -> None:
+    from tokentrim.scoring import check_dimensions, format_check
+
+    scorer = cfg.scorer if cfg.scorer.name == "vbench" else OmegaConf.load(CONF_DIR / "scorer" / "vbench.yaml")
+    status = check_dimensions(scorer.get("dimensions"), cache_dir=scorer.get("cache_dir"), torch_home=scorer.get("torch_home"), hf_home=scorer.get("hf_home"))
+    sys.stdout.write(format_check(status) + "\n")
+
+
+def _dispatch(command: str, cfg: DictConfig) -> None:
+    try:
+        _run_command(command, cfg)
+    except (ValueError, FileNotFoundError) as err:  # config / input errors: one line, nothing half-written
+        logger.error("tokentrim %s: %s", command, err)
+        raise SystemExit(1) from None
+
+
+_COMMAND = ["run"]
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _app(cfg: DictConfig) -> None:
+    _dispatch(_COMMAND[0], cfg)
+
+
+def _run_command(command: str, cfg: DictConfig) -> None:
+    if command == "run":
+        generate_stage(cfg)
+        score_stage(cfg)
+        report_stage(cfg)
+    elif command == "generate":
+        generate_stage(cfg)
+    elif command == "score":
+        validate(cfg)
+        score_stage(cfg)
+    elif command == "report":
+        report_stage(cfg)
+    else:
+        vbench_check(cfg)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    command = "run"
+    if argv and argv[0] in COMMANDS:
+        command, argv = argv[0], argv[1:]
+    elif argv and not argv[0].startswith("-") and "=" not in argv[0]:
+        sys.stderr.write(f"tokentrim: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}\n")
+        raise SystemExit(2)
+    if command == "report" and argv and "=" not in argv[0] and not argv[0].startswith("-"):
+        report_dir = argv.pop(0)
+        if not Path(report_dir).is_dir():
+            sys.stderr.write(f"tokentrim report: {report_dir} is not a directory\n")
+            raise SystemExit(2)
+        argv.append(f"report.dir={report_dir}")
+    sys.argv = [f"tokentrim {command}", *argv]
+    _COMMAND[0] = command
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Generation stage: prompts x seeds -> videos/<name>.mp4, events/<name>.jsonl, meta/<name>.json, videos.csv.
+
+Resumable: a video whose mp4, events and meta files exist is skipped; every file is written atomically (temp file +
+rename), so a killed run leaves either a finished video or nothing. Several processes may share a run directory
+(`shard.index/shard.count`): each writes only its own videos, and videos.csv is rebuilt from meta/*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from tokentrim.backbones import Backbone, build_backbone, make_pipeline
+from tokentrim.env_info import write_env_json, write_json_atomic
+from tokentrim.init.flowmo import FlowMoConfig
+from tokentrim.report.atomic_io import write_text_atomic
+from tokentrim.scoring.prompts import video_name
+from tokentrim.trim import TokenTrim, TokenTrimConfig
+from tokentrim.video_io import write_video
+
+logger = logging.getLogger(__name__)
+
+# config sections that decide what a run directory's videos are; a rerun must agree on them
+GENERATION_KEYS = ("backbone", "trim", "init", "prompts", "num_latent_frames", "seed_offset", "dtype")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Job:
+    prompt: str
+    seed: int
+    name: str  # VBench naming: <prompt>-<seed>
+
+
+def trim_config(cfg: Mapping[str, Any]) -> TokenTrimConfig:
+    """TokenTrimConfig from `cfg.trim` (the `name` key is the variant label, not a knob)."""
+    return TokenTrimConfig(**_known(cfg, TokenTrimConfig, "trim", ignore=("name",)))
+
+
+def flowmo_config(cfg: Mapping[str, Any]) -> FlowMoConfig:
+    return FlowMoConfig(**_known(cfg, FlowMoConfig, "init", ignore=("name",)))
+
+
+def init_name(init_cfg: Mapping[str, Any]) -> str:
+    return "flowmo" if init_cfg.get("enabled") else "none"
+
+
+def _known(section: Mapping[str, Any], cls, key: str, ignore=()) -> dict:
+    allowed = set(cls.__dataclass_fields__)
+    values = {k: v for k, v in section.items() if k not in ignore}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"{key} has unknown keys {unknown}; allowed: {sorted(allowed)}")
+    return values
+
+
+def jobs_of(prompts_cfg: Mapping[str, Any], seed_offset: int = 0) -> list[Job]:
+    """Every (prompt, seed) of the prompt suite, in a stable order."""
+    from tokentrim.prompts import load_prompts
+
+    prompts = load_prompts(prompts_cfg)
+    seeds = [int(s) + seed_offset for s in prompts_cfg.get("seeds", [0])]
+    return [Job(p, s, Path(video_name(p, s)).stem) for p in prompts for s in seeds]
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
+    """Refuse to add videos made with a different generation config to an existing run directory."""
+    existing = run_dir / "config.yaml"
+    if not existing.exists() or overwrite:
+        return
+    old = OmegaConf.load(existing)
+    differing = [k for k in GENERATION_KEYS if OmegaConf.to_container(old.get(k), resolve=True) != OmegaConf.to_container(cfg.get(k), resolve=True)]
+    if differing:
+        raise ValueError(
+            f"results directory {run_dir} was made with a different config ({', '.join(differing)} differ); "
+            "use another experiment_name/variant, or overwrite=true to add to it anyway"
+        )
+
+
+def generate(cfg: DictConfig, run_dir: Path, *, backbone: Backbone | None = None) -> Path:
+    """Generate every video of `cfg` (this process's shard) into `run_dir`. Returns `run_dir`."""
+    generate_variants([(cfg, run_dir)], backbone=backbone)
+    return run_dir
+
+
+def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Backbone | None = None) -> list[Path]:
+    """Generate several variants (e.g. baseline and TokenTrim) of the same backbone, prompts and seeds.
+
+    Videos are interleaved per (prompt, seed) -- A B A B ... -- after one untimed warm-up rollout, so that the
+    wall times in videos.csv compare like with like (overhead x in the report).
+    """
+    plans = []
+    for cfg, run_dir in variants:
+        jobs = jobs_of(cfg.prompts, cfg.seed_offset)[cfg.shard.index :: cfg.shard.count]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_dir(run_dir, cfg, cfg.overwrite)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        for sub in ("videos", "events", "meta"):
+            (run_dir / sub).mkdir(exist_ok=True)
+        todo = [j for j in jobs if not _is_done(run_dir, j)]
+        logger.info("%s: %d videos, %d already done", run_dir, len(jobs), len(jobs) - len(todo))
+        plans.append((cfg, run_dir, todo))
+    if any(todo for _, _, todo in plans):
+        first = plans[0][0]
+        device, dtype = first.device, DTYPES[first.dtype]
+        backbone = backbone or build_backbone(OmegaConf.to_container(first.backbone, resolve=True), device=device, dtype=dtype)
+        runners = []
+        for cfg, run_dir, todo in plans:
+            write_env_json(run_dir / "env.json", device=cfg.device, seed=cfg.seed_offset, backbone=backbone.info)
+            pipeline = make_pipeline(backbone, trim=TokenTrim(trim_config(cfg.trim)), flowmo=flowmo_config(cfg.init))
+            runners.append((cfg, run_dir, {j.name: j for j in todo}, pipeline))
+        num_frames = first.num_latent_frames or backbone.num_latent_frames
+        warm_prompt = next(j.prompt for _, _, todo in plans for j in todo)
+        _warm_up(backbone, runners[0][3], warm_prompt, num_frames, device, dtype)
+        names = dict.fromkeys(j.name for _, _, todo in plans for j in todo)  # first-seen order, no duplicates
+        order = [(runner, runner[2][name]) for name in names for runner in runners if name in runner[2]]
+        for (cfg, run_dir, _, pipeline), job in tqdm(order, desc="videos", unit="video"):
+            _generate_one(job, backbone, pipeline, run_dir, num_frames, cfg, device, dtype)
+    for _, run_dir, _ in plans:
+        write_manifest(run_dir)
+    return [run_dir for _, run_dir, _ in plans]
+
+
+def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str, dtype: torch.dtype) -> None:
+    """One short untimed rollout (lazy initialisation, allocator, kernels), so the first timed video is not slower."""
+    block = int(backbone.sampler.get("block_frames", 3))
+    frames = min(num_frames, block * int(backbone.sampler.get("window_blocks", 1)))  # Rolling Forcing: one full window
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (1, frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
+    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    trim, pipeline.trim = pipeline.trim, None
+    try:
+        pipeline(noise, backbone.encode_prompt(prompt), noise_source=lambda s: torch.randn(s, generator=generator, device=device, dtype=dtype))
+    finally:
+        pipeline.trim = trim
+    _sync(device)
+
+
+def _is_done(run_dir: Path, job: Job) -> bool:
+    return all((run_dir / sub / f"{job.name}{ext}").exists() for sub, ext in (("videos", ".mp4"), ("events", ".jsonl"), ("meta", ".json")))
+
+
+def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device, dtype) -> None:
+    generator = torch.Generator(device=device).manual_seed(job.seed)
+    shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
+    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)  # [1, T, C, h, w]
+    events: list[dict] = []
+    bar = tqdm(total=num_frames // backbone.sampler.get("block_frames", 3), desc="blocks", unit="block", leave=False)
+
+    def on_event(event: dict) -> None:
+        events.append({"video": job.name, **event})
+        bar.update(1)
+
+    context_kv = backbone.encode_prompt(job.prompt)
+    _sync(device)
+    start = time.perf_counter()
+    latents = pipeline(
+        noise, context_kv, noise_source=lambda s: torch.randn(s, generator=generator, device=device, dtype=dtype), on_event=on_event
+    )
+    _sync(device)
+    wall_s = time.perf_counter() - start
+    bar.close()
+    start = time.perf_counter()
+    frames = backbone.decode(latents).cpu().numpy()  # [T_px, H, W, 3] uint8
+    decode_s = time.perf_counter() - start
+    if cfg.save_latents:
+        from safetensors.torch import save_file
+
+        (run_dir / "latents").mkdir(exist_ok=True)
+        tmp = run_dir / "latents" / f".{job.name}.tmp"
+        save_file({"latents": latents[0].float().cpu().contiguous()}, str(tmp))
+        tmp.replace(run_dir / "latents" / f"{job.name}.safetensors")
+    write_video(run_dir / "videos" / f"{job.name}.mp4", frames, backbone.fps)
+    write_text_atomic(run_dir / "events" / f"{job.name}.jsonl", "".join(json.dumps(e) + "\n" for e in events))
+    meta = {
+        "video": job.name,
+        "prompt": job.prompt,
+        "seed": job.seed,
+        "backbone": backbone.name,
+        "trim": cfg.trim.name,
+        "init": init_name(cfg.init),
+        "num_frames": int(frames.shape[0]),
+        "num_latent_frames": num_frames,
+        "fps": backbone.fps,
+        "wall_s": wall_s,
+        "decode_s": decode_s,
+        "num_batches": len(events),
+        "num_triggers": sum(bool(e["triggered"]) for e in events),
+        "num_regenerations": sum(int(e["retries"]) for e in events),
+        "num_pruned_tokens": sum(int(e["num_pruned"]) for e in events),
+        "status": "ok",
+        "error": "",
+    }
+    write_json_atomic(run_dir / "meta" / f"{job.name}.json", meta)  # written last: marks the video done
+    logger.info("%s: %.2fs generation, %d triggers", job.name, wall_s, meta["num_triggers"])
+
+
+def write_manifest(run_dir: Path) -> Path:
+    """videos.csv from meta/*.json (sorted by video name)."""
+    rows = [json.loads(p.read_text()) for p in sorted((run_dir / "meta").glob("*.json"))]
+    frame = pd.DataFrame(rows)
+    return write_text_atomic(run_dir / "videos.csv", frame.to_csv(index=False))
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

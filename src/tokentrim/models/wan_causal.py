@@ -1,0 +1,378 @@
+"""Causal Wan2.1 text-to-video transformer, as used by Self Forcing and Rolling Forcing.
+
+Architecture of Wan2.1 (arXiv 2503.20314) with the block-causal KV-cache inference of CausVid / Self Forcing
+(arXiv 2412.07772, 2506.08009). State-dict keys equal the official `CausalWanModel`'s, so released checkpoints
+load strictly. One `forward` = one denoising call; the sampling loop lives in `tokentrim.pipelines`.
+
+Letters: B batch, F latent frames in the call, C latent channels, H, W latent height/width, N = (H/2)(W/2) tokens
+per frame, L = F*N query tokens, D model dim, n heads, d = D/n head dim, S text tokens, Y layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokentrim.cache import KVCache
+
+
+@dataclass(frozen=True)
+class WanConfig:
+    """Constructor arguments of `CausalWanModel`; defaults are Wan2.1-T2V-1.3B (`config.json` of the release)."""
+
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 16
+    dim: int = 1536
+    ffn_dim: int = 8960
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 12
+    num_layers: int = 30
+    eps: float = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Wan's timestep embedding: [cos(t w), sin(t w)], w_i = 10000^(-i/(dim/2)), in float64. t: [M] -> [M, dim]."""
+    half = dim // 2
+    t = t.to(torch.float64)
+    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)  # [half]
+    angles = torch.outer(t, omega)  # [M, half]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Complex channels given to (t, h, w): Wan splits d/2 pairs as [c - 2(c//3), c//3, c//3] (22, 21, 21 for d=128)."""
+    c = head_dim // 2
+    return c - 2 * (c // 3), c // 3, c // 3
+
+
+def rope_angles(head_dim: int, frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Rotation angles of 3-D RoPE for tokens at absolute latent frames `frames` on an (height, width) token grid.
+
+    Each axis has its own frequency ladder 10000^(-2j/dim_axis) (Wan's `rope_params` per axis). Positions are
+    computed on the fly, so there is no 1024-frame table cap. float64, as in Wan.
+
+    Args:
+        frames: `[F]` absolute frame indices.
+    Returns:
+        `[F*height*width, d/2]` angles, tokens ordered (f, h, w) row-major.
+    """
+    ct, ch, cw = rope_axis_dims(head_dim)
+    device = frames.device
+
+    def ladder(c: int) -> torch.Tensor:  # c complex channels -> [c] inverse frequencies
+        dim_axis = 2 * c
+        return 1.0 / torch.pow(10000.0, torch.arange(0, dim_axis, 2, dtype=torch.float64, device=device) / dim_axis)
+
+    ang_t = torch.outer(frames.to(torch.float64), ladder(ct))  # [F, ct]
+    ang_h = torch.outer(torch.arange(height, dtype=torch.float64, device=device), ladder(ch))  # [h, ch]
+    ang_w = torch.outer(torch.arange(width, dtype=torch.float64, device=device), ladder(cw))  # [w, cw]
+    num_frames = frames.numel()
+    angles = torch.cat(
+        [
+            ang_t[:, None, None, :].expand(num_frames, height, width, ct),
+            ang_h[None, :, None, :].expand(num_frames, height, width, ch),
+            ang_w[None, None, :, :].expand(num_frames, height, width, cw),
+        ],
+        dim=-1,
+    )  # [F, h, w, d/2]
+    return angles.reshape(num_frames * height * width, ct + ch + cw)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (x[2i], x[2i+1]) as complex numbers. x: [B, n, L, d]; cos/sin: [L, d/2]."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # [B, n, L, d] -> [B, n, L, d/2, 2]
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)  # [B, n, L, d/2, 2]
+    return rotated.flatten(-2).type_as(x)  # -> [B, n, L, d]
+
+
+# ---------------------------------------------------------------------------------------------- layers
+class WanRMSNorm(nn.Module):
+    """RMS norm over the full model dim (across heads), computed in fp32 and cast back, then scaled."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class WanLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (why: bf16 statistics over 1536 channels are too coarse)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = False):
+        super().__init__(dim, eps=eps, elementwise_affine=elementwise_affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = WanRMSNorm(dim, eps=eps)
+        self.norm_k = WanRMSNorm(dim, eps=eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None,
+        layer: int,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: [B, L, D] -> [B, L, D]. With a cache, the block attends to the committed entries and itself;
+        without, to the whole call under `attn_mask` ([L, L] bool, True = attend; None = bidirectional)."""
+        batch_size, num_tokens, _ = x.shape
+        heads = (batch_size, num_tokens, self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).view(heads).transpose(1, 2)  # [B, L, D] -> [B, n, L, d]
+        k = self.norm_k(self.k(x)).view(heads).transpose(1, 2)  # [B, n, L, d]
+        v = self.v(x).view(heads).transpose(1, 2)  # [B, n, L, d]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.stage(layer, k, v)  # -> [B, n, length + L, d]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, n, L, d]
+        return self.o(out.transpose(1, 2).flatten(2))  # [B, n, L, d] -> [B, L, D]
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention (no RoPE, no gating). Its K/V depend only on the prompt: see `context_kv`."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = WanRMSNorm(dim, eps=eps)
+        self.norm_k = WanRMSNorm(dim, eps=eps)
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context: [B, S, D] -> K, V: [B, n, S, d]."""
+        batch_size, num_text, _ = context.shape
+        heads = (batch_size, num_text, self.num_heads, self.head_dim)
+        k = self.norm_k(self.k(context)).view(heads).transpose(1, 2)
+        v = self.v(context).view(heads).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        batch_size, num_tokens, _ = x.shape
+        q = self.norm_q(self.q(x)).view(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, *kv)  # [B, n, L, d]
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+class CausalWanBlock(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.norm1 = WanLayerNorm(dim, eps)
+        self.self_attn = CausalSelfAttention(dim, num_heads, eps)
+        self.norm3 = WanLayerNorm(dim, eps, elementwise_affine=True)  # Wan's cross_attn_norm=True
+        self.cross_attn = CrossAttention(dim, num_heads, eps)
+        self.norm2 = WanLayerNorm(dim, eps)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        context_kv: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache | None,
+        layer: int,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: [B, L, D]; e: [B, F, 6, D] per-frame modulation (broadcast over each frame's N tokens)."""
+        num_frames = e.shape[1]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)  # 6 x [B, F, 1, D]
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, F, N, D]
+            return t.unflatten(1, (num_frames, -1))
+
+        # 1. Self-attention
+        h = (per_frame(self.norm1(x)) * (1 + scale1) + shift1).flatten(1, 2)
+        y = self.self_attn(h, cos, sin, cache, layer, attn_mask)
+        x = x + (per_frame(y) * gate1).flatten(1, 2)
+        # 2. Cross-attention
+        x = x + self.cross_attn(self.norm3(x), context_kv)
+        # 3. Feed-forward
+        y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
+        return x + (per_frame(y) * gate2).flatten(1, 2)
+
+
+class CausalHead(nn.Module):
+    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float):
+        super().__init__()
+        self.norm = WanLayerNorm(dim, eps)
+        self.head = nn.Linear(dim, math.prod(patch_size) * out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, D]; e: [B, F, 1, D] -> [B, F, N, prod(patch)*out_dim]."""
+        shift, scale = (self.modulation.unsqueeze(1) + e).chunk(2, dim=2)  # 2 x [B, F, 1, D]
+        return self.head(self.norm(x).unflatten(1, (e.shape[1], -1)) * (1 + scale) + shift)
+
+
+# ---------------------------------------------------------------------------------------------- model
+class CausalWanModel(nn.Module):
+    """Block-causal Wan2.1 DiT; predicts the flow v = noise - x0 for a block of latent frames.
+
+    Args: see `WanConfig` (every field is a keyword argument here).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.config = cfg = WanConfig(**{k: tuple(v) if k == "patch_size" else v for k, v in kwargs.items()})
+        if cfg.dim % cfg.num_heads:
+            raise ValueError(f"dim must be divisible by num_heads, got dim={cfg.dim}, num_heads={cfg.num_heads}")
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, cfg.dim * 6))
+        self.blocks = nn.ModuleList(
+            CausalWanBlock(cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.eps) for _ in range(cfg.num_layers)
+        )
+        self.head = CausalHead(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.num_heads
+
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        _, ph, pw = self.config.patch_size
+        return (height // ph) * (width // pw)
+
+    def new_cache(
+        self, *, height: int, width: int, max_frames: int, block_frames: int, sink_frames: int = 0, batch_size: int = 1
+    ) -> KVCache:
+        """An empty self-attention cache sized for latents of (height, width)."""
+        param = self.patch_embedding.weight
+        return KVCache(
+            num_layers=self.config.num_layers,
+            num_heads=self.config.num_heads,
+            head_dim=self.head_dim,
+            tokens_per_frame=self.tokens_per_frame(height, width),
+            max_frames=max_frames,
+            block_frames=block_frames,
+            sink_frames=sink_frames,
+            batch_size=batch_size,
+            device=param.device,
+            dtype=param.dtype,
+        )
+
+    def encode_context(self, text_embeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer cross-attention K/V of a prompt, computed once per prompt.
+
+        Args:
+            text_embeds: `[B, S, text_dim]` encoder states, rows past the prompt zeroed; padded with zeros to text_len.
+        Returns:
+            Y pairs of `[B, n, text_len, d]`.
+        """
+        batch_size, num_text, text_dim = text_embeds.shape
+        if num_text > self.config.text_len:
+            raise ValueError(f"text_embeds has {num_text} tokens, more than text_len={self.config.text_len}")
+        padded = F.pad(text_embeds, (0, 0, 0, self.config.text_len - num_text))  # [B, text_len, text_dim]
+        context = self.text_embedding(padded.to(self.patch_embedding.weight.dtype))  # [B, text_len, D]
+        return [block.cross_attn.context_kv(context) for block in self.blocks]
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        *,
+        start_frame: int = 0,
+        cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One denoising call on a block of latent frames.
+
+        Args:
+            latents: `[B, F, C, H, W]` noisy latents of the block.
+            timesteps: `[B, F]` per-frame flow timesteps in [0, 1000].
+            context_kv: from `encode_context`.
+            start_frame: absolute latent-frame index of the block's first frame (temporal RoPE offset).
+            cache: committed context; the caller brackets the call with `cache.begin_block` / `cache.commit`.
+                `None` = the call attends only to itself, under `attn_mask`.
+            attn_mask: `[L, L]` bool (True = attend), for training on whole clips with `block_causal_mask`;
+                only without a cache.
+        Returns:
+            flow prediction `[B, F, C, H, W]` (Wan convention v = noise - x0).
+        """
+        batch_size, num_frames, channels, height, width = latents.shape
+        if attn_mask is not None and cache is not None:
+            raise ValueError("attn_mask is for cache-free (training) calls; the cache already defines what is attended")
+        pt, ph, pw = self.config.patch_size
+        grid_h, grid_w = height // ph, width // pw
+        dtype = self.patch_embedding.weight.dtype
+
+        # 1. Patchify: [B, F, C, H, W] -> [B, D, F, h, w] -> [B, L, D], tokens (f, h, w) row-major
+        x = self.patch_embedding(latents.to(dtype).transpose(1, 2))
+        x = x.flatten(2).transpose(1, 2)
+
+        # 2. Per-frame time embedding: [B, F] -> e [B*F, D] -> e0 [B, F, 6, D]
+        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, timesteps.flatten()).to(dtype))
+        e0 = self.time_projection(e).unflatten(1, (6, self.config.dim)).unflatten(0, (batch_size, num_frames))
+
+        # 3. RoPE at absolute frame positions
+        frames = torch.arange(start_frame, start_frame + num_frames // pt, device=latents.device)
+        angles = rope_angles(self.head_dim, frames, grid_h, grid_w)  # [L, d/2]
+        cos, sin = angles.cos().float(), angles.sin().float()
+
+        # 4. Blocks
+        for layer, block in enumerate(self.blocks):
+            x = block(x, e0, cos, sin, context_kv[layer], cache, layer, attn_mask)
+
+        # 5. Head and unpatchify: [B, F, N, pt*ph*pw*C] -> [B, F, C, H, W]
+        out = self.head(x, e.unflatten(0, (batch_size, num_frames)).unsqueeze(2))
+        return unpatchify(out, (grid_h, grid_w), self.config.patch_size, self.config.out_dim)
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, block_frames: int, device=None) -> torch.Tensor:
+    """Training mask of block-causal attention: a token sees every token of its own block and of earlier blocks.
+
+    Returns `[L, L]` bool with L = num_frames * tokens_per_frame (True = attend).
+    """
+    block_of_frame = torch.arange(num_frames, device=device) // block_frames  # [F]
+    block_of_token = block_of_frame.repeat_interleave(tokens_per_frame)  # [L]
+    return block_of_token[None, :] <= block_of_token[:, None]  # key block <= query block
+
+
+def unpatchify(tokens: torch.Tensor, grid: tuple[int, int], patch_size: tuple[int, int, int], channels: int) -> torch.Tensor:
+    """[B, F, N, pt*ph*pw*C] -> [B, F*pt, C, h*ph, w*pw]; channel order (p, q, r, c) as Wan's einsum 'fhwpqrc->cfphqwr'."""
+    batch_size, num_frames = tokens.shape[:2]
+    pt, ph, pw = patch_size
+    grid_h, grid_w = grid
+    x = tokens.reshape(batch_size, num_frames, grid_h, grid_w, pt, ph, pw, channels)  # [B, F, h, w, p, q, r, C]
+    x = x.permute(0, 1, 4, 7, 2, 5, 3, 6)  # -> [B, F, p, C, h, q, w, r]
+    return x.reshape(batch_size, num_frames * pt, channels, grid_h * ph, grid_w * pw)
+
+
+def patchify_tokens(latents: torch.Tensor, patch_size: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """Latent frames on the DiT token grid, for drift summaries: [F, C, H, W] -> [F, N, C*ph*pw].
+
+    Token i of a frame is the DiT token at the same cache position (row-major over (h, w)).
+    """
+    num_frames, channels, height, width = latents.shape
+    ph, pw = patch_size
+    x = latents.reshape(num_frames, channels, height // ph, ph, width // pw, pw)  # [F, C, h, q, w, r]
+    x = x.permute(0, 2, 4, 3, 5, 1)  # -> [F, h, w, q, r, C]
+    return x.reshape(num_frames, (height // ph) * (width // pw), ph * pw * channels)
