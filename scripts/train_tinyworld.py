@@ -30,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokentrim.models.vae import WanVAE
 from tokentrim.models.wan_causal import CausalWanModel
-from tokentrim.tinyworld.prompts import prompt_set
+from tokentrim.tinyworld.prompts import parse, prompt_set
 from tokentrim.tinyworld.text_encoder import TinyTextEncoder
+from tokentrim.tinyworld.world import render
 from tokentrim.tinyworld.training import (
     ClipSpec,
     atomic_save_safetensors,
@@ -42,6 +43,7 @@ from tokentrim.tinyworld.training import (
     generate_latents,
     latent_statistics,
     pixel_frames,
+    plot_losses,
     render_clips,
     sampler_timesteps_of,
     score_video,
@@ -75,11 +77,11 @@ class Trainer:
     def __init__(self, cfg: DictConfig, device: torch.device):
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)  # initial weights: VAE, then DiT, then text encoder
-        vae_cfg = OmegaConf.to_container(cfg.vae.config)
+        vae_cfg = OmegaConf.to_container(cfg.vae.config, resolve=True)
         z_dim = int(vae_cfg["z_dim"])
         self.vae = WanVAE(**vae_cfg, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim).to(device)
-        self.model = CausalWanModel(**OmegaConf.to_container(cfg.dit.model)).to(device)
-        self.text_encoder = TinyTextEncoder(**OmegaConf.to_container(cfg.text_encoder)).to(device)
+        self.model = CausalWanModel(**OmegaConf.to_container(cfg.dit.model, resolve=True)).to(device)
+        self.text_encoder = TinyTextEncoder(**OmegaConf.to_container(cfg.text_encoder, resolve=True)).to(device)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.vae.lr, weight_decay=cfg.vae.weight_decay)
         self.dit_params = list(self.model.parameters()) + list(self.text_encoder.parameters())
         self.dit_opt = torch.optim.AdamW(self.dit_params, lr=cfg.dit.lr, weight_decay=cfg.dit.weight_decay)
@@ -165,7 +167,7 @@ class Trainer:
     # ------------------------------------------------------------------ logging
     def record(self, stage: str, step: int, lr: float, values: dict[str, float], train_s: float) -> None:
         """Accumulate per-step values; emit one row per `log_every` steps (windows fixed in step space)."""
-        log_every = 50 if stage == "dit" else 25
+        log_every = self.cfg.log_every
         run = self.meta["running"].setdefault(stage, {})
         for k, v in values.items():
             run[k] = run.get(k, 0.0) + float(v)
@@ -273,7 +275,7 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     latent_hw = (spec.height // tr.vae.spatial_factor, spec.width // tr.vae.spatial_factor)
     tokens = tr.model.tokens_per_frame(*latent_hw)
     mask = teacher_forcing_mask(window, tokens, cfg.sampler.block_frames, device=device)
-    sampler_t = sampler_timesteps_of(OmegaConf.to_container(cfg.sampler))
+    sampler_t = sampler_timesteps_of(OmegaConf.to_container(cfg.sampler, resolve=True))
     pool, pool_prompts, pool_index = None, [], -1
     last_ckpt = time.time()
     while tr.meta["dit_step"] < cfg.dit.steps and time.time() < deadline and tr.budget_left():
@@ -314,9 +316,23 @@ def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
     window = cfg.dit.window_latent_frames
     latent_shape = (tr.vae.config["z_dim"], spec.height // tr.vae.spatial_factor, spec.width // tr.vae.spatial_factor)
     prompts = prompt_set(split="heldout", count=cfg.eval.num_prompts, seed=cfg.eval.seed)
-    sampler = OmegaConf.to_container(cfg.sampler)
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     result: dict = {"dit_step": tr.meta["dit_step"], "in_window": {}, "long": {}}
     tr.vae.eval()
+    # Upper bounds: the renderer itself and its VAE reconstruction, scored on the same held-out prompts.
+    scenes = [parse(p) for p in prompts]
+    truth = render(scenes, num_frames=pixel_frames(window), height=spec.height, width=spec.width, fps=spec.fps,
+                   seed=cfg.eval.seed, device=device) * 2.0 - 1.0  # [B, T, 3, H, W]
+    with torch.no_grad():
+        recon = tr.vae.decode(tr.vae.encode(truth))
+    for name, video in (("ground_truth", truth), ("vae_reconstruction", recon)):
+        sums: dict[str, list[float]] = {}
+        for b, prompt in enumerate(prompts):
+            for row in score_video(to_uint8_frames(video[b]), prompt, spec.fps):
+                if row["clip"] == -1:
+                    sums.setdefault(row["dimension"], []).append(row["score"])
+        result[name] = {k: sum(v) / len(v) for k, v in sums.items()}
+        log.info("eval %s: %s", name, {k: round(v, 3) for k, v in result[name].items()})
     for shift in cfg.eval.shifts:
         start = time.time()
         latents = generate_latents(tr.model, tr.text_encoder, prompts, num_latent_frames=window,
@@ -379,10 +395,10 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
         "command": str(cfg.command),
         "video": {"height": spec.height, "width": spec.width, "fps": spec.fps},
         "train_window_latent_frames": cfg.dit.window_latent_frames,
-        "dit": OmegaConf.to_container(cfg.dit.model),
-        "text_encoder": OmegaConf.to_container(cfg.text_encoder),
+        "dit": OmegaConf.to_container(cfg.dit.model, resolve=True),
+        "text_encoder": OmegaConf.to_container(cfg.text_encoder, resolve=True),
         "vae": dict(tr.vae.config),
-        "sampler": OmegaConf.to_container(cfg.sampler),
+        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "training": {"vae_steps": tr.meta["vae_step"], "dit_steps": tr.meta["dit_step"],
                      "train_s": tr.meta["train_s"], "chunks": tr.meta["chunks"], "seed": cfg.seed},
         "dtype": str(dtype).replace("torch.", ""),
@@ -390,6 +406,17 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
     }
     atomic_write_text(export_dir / "config.json", json.dumps(config, indent=1) + "\n")
     log.info("exported %s", {n: round((export_dir / n).stat().st_size / 1e6, 2) for n in files})
+    if cfg.export.results_dir:
+        results = Path(cfg.export.results_dir)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=LOSS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(tr.rows)
+        atomic_write_text(results / "losses.csv", buf.getvalue())
+        plot_losses(tr.rows, results / "loss_curves.png")
+        atomic_write_text(results / "training_meta.json", json.dumps(
+            {k: tr.meta[k] for k in ("vae_step", "dit_step", "train_s", "chunks", "eval", "latents_mean",
+                                     "latents_std")}, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -405,7 +432,7 @@ def main(cfg: DictConfig) -> None:
         torch.backends.cudnn.allow_tf32 = True
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = ClipSpec(**OmegaConf.to_container(cfg.clip))
+    spec = ClipSpec(**OmegaConf.to_container(cfg.clip, resolve=True))
     tr = Trainer(cfg, device)
     if cfg.resume_dir:
         tr.load(Path(cfg.resume_dir))

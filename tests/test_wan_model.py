@@ -85,8 +85,9 @@ def test_rope_positions_past_1024_frames_work():
     assert torch.isfinite(far).all()
     assert relative_error(far, near) < 1e-4  # same relative positions past the 1024-frame table
     assert relative_error(far_apart, near) > 1e-2  # the temporal offset is really applied
-    alone_at_0 = cached_call(model, model.new_cache(height=HEIGHT, width=WIDTH, max_frames=6, block_frames=3), first, 500.0, context_kv, 0, False)
-    alone_at_2000 = cached_call(model, model.new_cache(height=HEIGHT, width=WIDTH, max_frames=6, block_frames=3), first, 500.0, context_kv, 2000, False)
+    empty = model.new_cache(height=HEIGHT, width=WIDTH, max_frames=6, block_frames=BLOCK_FRAMES)
+    alone_at_0 = cached_call(model, empty, first, 500.0, context_kv, 0, commit=False)
+    alone_at_2000 = cached_call(model, empty, first, 500.0, context_kv, 2000, commit=False)
     assert torch.isfinite(alone_at_2000).all() and not torch.equal(alone_at_2000, alone_at_0)
 
 

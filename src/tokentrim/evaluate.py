@@ -52,6 +52,7 @@ def _score_tinyworld(scorer: Mapping[str, Any], jobs: list[VideoJob], scores_csv
     """Ground-truth metric rows (scorer=tinyworld), recomputed only for videos whose content changed."""
     from tokentrim.tinyworld.metrics import score_video_file
 
+    scorer_kwargs = {k: v for k, v in scorer.items() if k not in ("name", "vbench_dimensions")}  # TinyWorldScorer args
     existing = pd.read_csv(scores_csv, dtype={"content_hash": str}) if scores_csv.exists() else pd.DataFrame()
     rows: list[dict] = []
     for job in jobs:
@@ -61,7 +62,7 @@ def _score_tinyworld(scorer: Mapping[str, Any], jobs: list[VideoJob], scores_csv
             if len(done):
                 continue
         try:
-            metric_rows = score_video_file(job.path, job.prompt, clip_seconds=float(scorer.get("clip_seconds", 2.0)))
+            metric_rows = score_video_file(job.path, job.prompt, **scorer_kwargs)
             rows += [{"video": job.name, "clip": r["clip"], "dimension": r["dimension"], "score": r["score"], "error": "",
                       "scorer": "tinyworld", "content_hash": digest} for r in metric_rows]
         except (OSError, ValueError, RuntimeError) as err:  # a corrupt video is recorded, the run goes on

@@ -78,8 +78,9 @@ def check_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
     existing = run_dir / "config.yaml"
     if not existing.exists() or overwrite:
         return
-    old = OmegaConf.load(existing)
-    differing = [k for k in GENERATION_KEYS if OmegaConf.to_container(old.get(k), resolve=True) != OmegaConf.to_container(cfg.get(k), resolve=True)]
+    old = OmegaConf.to_container(OmegaConf.load(existing), resolve=True)
+    new = OmegaConf.to_container(cfg, resolve=True)
+    differing = [k for k in GENERATION_KEYS if old.get(k) != new.get(k)]
     if differing:
         raise ValueError(
             f"results directory {run_dir} was made with a different config ({', '.join(differing)} differ); "

@@ -167,19 +167,28 @@ class SelfForcingPipeline:
             decision = self.trim.retest(self._tokens(x0_first if first_step_only else x0))
             if not cfg_trim.retest:
                 break
-        if first_step_only and x0 is None:  # accepted on the first step: finish the remaining steps
-            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False)
+        if first_step_only and x0 is None:  # accepted on the first step: finish the remaining steps (no redo of step 1)
+            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False, resume_x0=x0_first)
         self.trim.accept(decision)
         if on_event is not None:
             on_event(self._event(first, decision, retries, num_pruned, pruned, start, block_noise.shape[-2:]))
         return x0
 
-    def _denoise(self, x, renoise, context_kv, cache, start, is_first_block, first_step_only):
-        """Few-step x0 sampling of one block. Returns (final x0 or None if stopped after step 1, first-step x0)."""
+    def _denoise(self, x, renoise, context_kv, cache, start, is_first_block, first_step_only, resume_x0=None):
+        """Few-step x0 sampling of one block. Returns (final x0 or None if stopped after step 1, first-step x0).
+
+        `resume_x0`: the first step's x0 of a call stopped after step 1; sampling resumes at step 2 from it.
+        """
         batch_size, num_frames = x.shape[:2]
         cache.begin_block(start, num_frames * cache.tokens_per_frame)
-        x0_first = None
-        for i, (t, sigma) in enumerate(zip(self.timesteps, self.sigmas)):
+        x0 = x0_first = resume_x0
+        first_step = 0
+        if resume_x0 is not None:
+            first_step = 1
+            if len(self.timesteps) > 1:
+                x = add_noise(resume_x0, renoise[0], self.sigmas[1])
+        for i in range(first_step, len(self.timesteps)):
+            t, sigma = self.timesteps[i], self.sigmas[i]
             t_frames = torch.full((batch_size, num_frames), t, device=x.device, dtype=torch.float32)  # [B, F]
             flow = self.model(x, t_frames, context_kv, start_frame=start, cache=cache)
             if is_first_block and self.flowmo is not None and i < self.flowmo.steps:

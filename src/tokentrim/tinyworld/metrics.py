@@ -32,7 +32,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tokentrim.tinyworld.prompts import parse
 from tokentrim.tinyworld.world import (

@@ -350,3 +350,36 @@ def score_video(frames: torch.Tensor, prompt: str, fps: float) -> list[dict]:
     from tokentrim.tinyworld.metrics import TinyWorldScorer
 
     return TinyWorldScorer(clip_seconds=2.0).score_frames(frames.cpu(), prompt, fps)
+
+
+def plot_losses(rows: Sequence[dict], path: Path) -> None:
+    """Loss curves (one panel per stage, log scale) from `losses.csv` rows, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in ("vae", "dit") if any(r["stage"] == s for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(5 * max(1, len(stages)), 3.5))
+    axes = [axes] if len(stages) <= 1 else list(axes)
+    titles = {"vae": "VAE: weighted L1 + KL", "dit": "DiT: flow-matching MSE (teacher forcing)"}
+    for ax, stage in zip(axes, stages):
+        steps = [int(r["step"]) for r in rows if r["stage"] == stage]
+        ax.plot(steps, [float(r["loss"]) for r in rows if r["stage"] == stage], lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(titles[stage], fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,143 @@
+"""The `tokentrim` command line: composition-time validation, resumable generation, sweeps, one-line errors.
+
+Runs the real entry point in subprocesses on a tiny random-weight causal Wan backbone (same code path as the 1.3B
+backbones) so the whole generate -> score -> report chain is exercised on CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+TINY_WAN = [
+    "backbone=self_forcing",
+    "backbone.random_weights=true",
+    "backbone.model.dim=32",
+    "backbone.model.ffn_dim=64",
+    "backbone.model.num_heads=2",
+    "backbone.model.num_layers=2",
+    "backbone.model.text_dim=16",
+    "backbone.model.text_len=8",
+    "backbone.model.freq_dim=32",
+    "backbone.video.height=32",
+    "backbone.video.width=32",
+    "backbone.video.num_latent_frames=9",
+    "backbone.sampler.max_frames=6",
+    "+backbone.vae_config={base_dim: 8, dim_mult: [1, 2, 2, 2]}",
+    "scorer=vbench",
+    "scorer.dimensions=[temporal_flickering]",
+    "prompts=file",
+    "report.n_boot=20",
+]
+
+
+def tokentrim(*args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tokentrim.cli", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tokentrim {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "prompts.txt").write_text("a red ball rolls\na blue cube spins\na green cone sits\n")
+    return tmp_path
+
+
+def common(workdir: Path, *extra: str) -> list[str]:
+    return [*TINY_WAN, f"prompts.path={workdir / 'prompts.txt'}", f"paths.output_root={workdir / 'out'}", *extra]
+
+
+def test_bad_config_values_fail_with_one_line_naming_the_key(workdir: Path) -> None:
+    for override, message in [
+        ("trim.p=1.5", "trim.p must be in (0, 1], got 1.5"),
+        ("trim.lam=-1", "trim.lam must be >= 0, got -1"),
+        ("trim.warmup=-2", "trim.warmup must be >= 0, got -2"),
+        ("trim.max_retries=-1", "trim.max_retries must be >= 0, got -1"),
+        ("trim.scope=everything", "trim.scope must be one of ['all_but_sink', 'last_batch', 'all'], got 'everything'"),
+        ("+trim.foo=1", "trim has unknown keys ['foo']"),
+    ]:
+        proc = tokentrim("generate", *common(workdir, override), cwd=workdir, check=False)
+        assert proc.returncode == 1, override
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower() or "ERROR" in line]
+        assert any(message in line for line in errors), (override, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+    assert not (workdir / "out" / "default" / "self_forcing").exists()  # nothing was generated
+
+
+def test_unknown_group_option_lists_the_allowed_ones(workdir: Path) -> None:
+    proc = tokentrim("generate", *common(workdir, "trim=aggressive"), cwd=workdir, check=False)
+    assert proc.returncode != 0
+    assert "Could not find 'trim/aggressive'" in proc.stderr and "tokentrim" in proc.stderr and "none" in proc.stderr
+
+
+def test_missing_prompt_file_is_one_clear_line(workdir: Path) -> None:
+    proc = tokentrim("generate", *common(workdir), "prompts.path=/nonexistent/prompts.txt", cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert "/nonexistent/prompts.txt" in proc.stdout + proc.stderr
+
+
+def test_run_writes_the_results_layout_and_a_rerun_recomputes_nothing(workdir: Path) -> None:
+    tokentrim("run", *common(workdir, "prompts.limit=2"), cwd=workdir)
+    exp = workdir / "out" / "default"
+    for variant in ("baseline", "tokentrim"):
+        run = exp / "self_forcing" / variant
+        assert (run / "config.yaml").exists() and (run / "env.json").exists() and (run / "scores.csv").exists()
+        videos = pd.read_csv(run / "videos.csv")
+        assert list(videos["video"]) == ["a blue cube spins-0", "a red ball rolls-0"]
+        assert {p.name for p in (run / "videos").iterdir()} == {"a blue cube spins-0.mp4", "a red ball rolls-0.mp4"}
+        events = [json.loads(line) for line in (run / "events" / "a red ball rolls-0.jsonl").read_text().splitlines()]
+        assert [e["t"] for e in events] == [1, 2, 3]
+        assert set(pd.read_csv(run / "scores.csv")["dimension"]) == {"temporal_flickering"}
+    assert (exp / "table.md").exists() and (exp / "table.csv").exists() and (exp / "table.tex").exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in exp.rglob("*.mp4")}
+    proc = tokentrim("run", *common(workdir, "prompts.limit=2"), cwd=workdir)
+    assert "2 videos, 2 already done" in proc.stdout + proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*.mp4")} == mtimes
+
+
+def test_changed_generation_config_in_an_existing_results_directory_is_refused(workdir: Path) -> None:
+    tokentrim("generate", *common(workdir, "prompts.limit=1", "baseline=false"), cwd=workdir)
+    proc = tokentrim("generate", *common(workdir, "prompts.limit=1", "baseline=false", "backbone.video.num_latent_frames=6",
+                                         "variant=tokentrim"), cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert "was made with a different config (backbone differ)" in proc.stdout + proc.stderr
+
+
+def test_multirun_sweep_shares_one_baseline(workdir: Path) -> None:
+    tokentrim("generate", "-m", "trim.p=0.05,0.2", *common(workdir, "prompts.limit=1"), cwd=workdir)
+    runs = sorted(p.name for p in (workdir / "out" / "default" / "self_forcing").iterdir())
+    assert runs == ["baseline", "tokentrim_p0.05", "tokentrim_p0.2"]
+    cfg = (workdir / "out" / "default" / "self_forcing" / "tokentrim_p0.2" / "config.yaml").read_text()
+    assert "p: 0.2" in cfg
+
+
+def test_killed_generation_resumes_without_recomputing_finished_videos(workdir: Path) -> None:
+    args = [sys.executable, "-m", "tokentrim.cli", "generate", *common(workdir, "baseline=false", "backbone.video.num_latent_frames=30")]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    meta = workdir / "out" / "default" / "self_forcing" / "tokentrim" / "meta"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (meta.exists() and any(meta.glob("*.json"))):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 in the middle of the next video
+    proc.wait()
+    done = sorted(meta.glob("*.json"))
+    assert 1 <= len(done) < 3, "the kill should land between the first and the last video"
+    run = meta.parent
+    assert not [p for p in run.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"], "no half-written files"
+    first = run / "videos" / f"{done[0].stem}.mp4"
+    mtime = first.stat().st_mtime_ns
+    out = tokentrim("generate", *common(workdir, "baseline=false", "backbone.video.num_latent_frames=30"), cwd=workdir)
+    assert f"3 videos, {len(done)} already done" in out.stdout + out.stderr
+    assert first.stat().st_mtime_ns == mtime
+    assert len(list(meta.glob("*.json"))) == 3 and len(pd.read_csv(run / "videos.csv")) == 3

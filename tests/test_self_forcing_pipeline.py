@@ -1,0 +1,238 @@
+"""Self Forcing rollout with TokenTrim (arXiv 2602.00268) at pipeline level: regeneration budget R, what a trigger
+prunes, noise replay, determinism, events, the first-step drift source and long rollouts with a sink.
+
+Tiny random model (2 layers, dim 64), 8x8 latents = 16 tokens per frame, blocks of 3 frames, 4 steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokentrim.cache import KVCache
+from tokentrim.models.wan_causal import CausalWanModel
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+from tokentrim.trim import Decision, TokenTrim, TokenTrimConfig
+
+TINY = dict(text_len=8, in_dim=16, dim=64, ffn_dim=128, freq_dim=256, text_dim=32, out_dim=16, num_heads=2, num_layers=2)
+HEIGHT = WIDTH = 8
+TOKENS = 16  # per frame
+STEPS = 4
+P = 0.25  # k = 4 of 16 tokens
+K = 4
+EVENT_KEYS = {  # events/<video>.jsonl (common brief), less "video" which the caller adds
+    "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned", "pruned_indices",
+    "decision_ms", "drift",
+}
+
+
+def tiny_model(seed: int = 0) -> CausalWanModel:
+    """Initialised like the parity fixtures (biases N(0, .05), norm weights 1 + N(0, .1), rest N(0, .1))."""
+    model = CausalWanModel(**TINY)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            draw = torch.randn(param.shape, generator=generator)
+            param.copy_(0.05 * draw if name.endswith(".bias") else (1 + 0.1 * draw if "norm" in name else 0.1 * draw))
+    return model
+
+
+MODEL = tiny_model()
+CONTEXT_KV = MODEL.encode_context(torch.randn(1, 5, TINY["text_dim"], generator=torch.Generator().manual_seed(1)))
+
+
+class ForcedTrim(TokenTrim):
+    """TokenTrim whose decisions on batches `trigger_at` are forced to trigger (at most `budget` times)."""
+
+    def __init__(self, cfg: TokenTrimConfig, trigger_at: set[int], budget: int = 10**9):
+        self.trigger_at, self.budget = trigger_at, budget
+        super().__init__(cfg)
+
+    def decide(self, block_tokens: torch.Tensor) -> Decision:
+        decision = super().decide(block_tokens)
+        if decision.t in self.trigger_at and decision.unstable is not None and self.budget > 0:
+            decision.should_prune = True
+            self.budget -= 1
+        return decision
+
+
+class Recorder:
+    """Counts model calls and keeps the cache the pipeline used (seen through the forward's keyword args)."""
+
+    def __init__(self, model: CausalWanModel, max_frames: int | None = None):
+        self.calls, self.cache, self.max_frames = 0, None, max_frames
+        self.handle = model.register_forward_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs, output) -> None:
+        self.calls += 1
+        cache: KVCache | None = kwargs.get("cache")
+        if cache is not None:
+            self.cache = cache
+            if self.max_frames is not None:  # committed frames + the staged block fit the window
+                assert len(cache.committed_frames()) + cache.staged // cache.tokens_per_frame <= self.max_frames
+                assert cache.length + cache.staged <= cache.capacity
+
+
+def run(
+    trim: TokenTrim | None,
+    *,
+    num_blocks: int = 3,
+    max_frames: int = 21,
+    sink_frames: int = 0,
+    seed: int = 0,
+    check_window: bool = False,
+):
+    """One video; returns (latents, events, recorder, number of noise draws)."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 3 * num_blocks, 16, HEIGHT, WIDTH, generator=generator)
+    draws = [0]
+
+    def noise_source(shape: tuple[int, ...]) -> torch.Tensor:
+        draws[0] += 1
+        return torch.randn(shape, generator=generator)
+
+    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(max_frames=max_frames, sink_frames=sink_frames), trim=trim)
+    events: list[dict] = []
+    recorder = Recorder(MODEL, max_frames if check_window else None)
+    try:
+        latents = pipe(noise, CONTEXT_KV, noise_source=noise_source, on_event=events.append)
+    finally:
+        recorder.handle.remove()
+    return latents, events, recorder, draws[0]
+
+
+def base_calls(num_blocks: int = 3) -> int:
+    return STEPS * num_blocks + (num_blocks - 1)  # the last block is not committed
+
+
+@pytest.mark.parametrize(
+    ("max_retries", "retest", "budget", "expected_retries"),
+    [(0, False, 10**9, 0), (1, False, 10**9, 1), (3, False, 10**9, 1), (3, True, 10**9, 3), (3, True, 2, 1 + 1)],
+)
+def test_R_bounds_retries(max_retries: int, retest: bool, budget: int, expected_retries: int):
+    """R=0: no regeneration; R=1: exactly one; R=3 with retest: retry while the regenerated batch still triggers."""
+    cfg = TokenTrimConfig(p=P, max_retries=max_retries, retest=retest)
+    _, events, recorder, _ = run(ForcedTrim(cfg, trigger_at={2}, budget=budget))
+    assert [e["retries"] for e in events] == [0, expected_retries, 0]
+    assert [e["triggered"] for e in events] == [False, True, False]
+    assert recorder.calls == base_calls() + STEPS * expected_retries
+
+
+@pytest.mark.parametrize(("scope", "pruned_frames"), [("all_but_sink", [3, 4, 5]), ("last_batch", [3, 4, 5]), ("all", [0, 1, 2, 3, 4, 5])])
+def test_a_trigger_prunes_k_tokens_in_every_targeted_cached_frame(scope: str, pruned_frames: list[int]):
+    """Batch 3 triggers with frames 0..5 cached and a 3-frame sink: k tokens go from each targeted frame, all layers."""
+    cfg = TokenTrimConfig(p=P, scope=scope)
+    _, events, recorder, _ = run(ForcedTrim(cfg, trigger_at={3}), num_blocks=4, sink_frames=3)
+    event = events[2]
+    assert event["triggered"] and event["retries"] == 1
+    assert event["num_pruned"] == K * len(pruned_frames)
+    assert len(event["pruned_indices"]) == K == len(set(event["pruned_indices"]))
+    assert [e["num_pruned"] for e in events if e is not event] == [0, 0, 0]
+    cache = recorder.cache  # final state: frames 0..8 committed, the last block (9..11) not
+    assert cache.committed_frames() == list(range(9))
+    assert cache.length == 9 * TOKENS - K * len(pruned_frames)
+    frames, tokens = cache.positions()
+    held = set(zip(frames.tolist(), tokens.tolist()))
+    gone = {(f, i) for f in pruned_frames for i in event["pruned_indices"]}
+    assert held == {(f, i) for f in range(9) for i in range(TOKENS)} - gone
+
+
+def test_regen_noise_same_replays_the_same_noise():
+    """A trigger whose pruning removes nothing (only sink frames cached) regenerates the identical batch."""
+    reference, _, _, reference_draws = run(None, sink_frames=3, max_frames=9)
+    cfg = TokenTrimConfig(p=P, regen_noise="same")
+    latents, events, recorder, draws = run(ForcedTrim(cfg, trigger_at={2}), sink_frames=3, max_frames=9)
+    assert events[1]["triggered"] and events[1]["retries"] == 1 and events[1]["num_pruned"] == 0
+    assert recorder.calls == base_calls() + STEPS  # it really regenerated
+    assert draws == reference_draws
+    assert torch.equal(latents, reference)
+
+    cfg = TokenTrimConfig(p=P, regen_noise="fresh")
+    fresh, _, _, fresh_draws = run(ForcedTrim(cfg, trigger_at={2}), sink_frames=3, max_frames=9)
+    assert fresh_draws == reference_draws + STEPS  # new initial noise + 3 re-noise draws
+    assert torch.equal(fresh[:, :3], reference[:, :3])
+    assert not torch.allclose(fresh[:, 3:6], reference[:, 3:6])
+
+
+def test_trim_disabled_is_bit_identical_to_no_trim():
+    reference, no_events, reference_recorder, _ = run(None)
+    cfg = TokenTrimConfig(enabled=False, lam=0.0, warmup=0, min_history=1)  # would trigger if enabled
+    latents, events, recorder, _ = run(TokenTrim(cfg))
+    assert torch.equal(latents, reference)
+    assert no_events == [] and len(events) == 3
+    assert events[2]["is_tested"] and not any(e["triggered"] for e in events)
+    assert recorder.calls == reference_recorder.calls
+
+
+def test_same_seed_gives_bit_identical_latents_and_events():
+    def trim() -> TokenTrim:
+        return TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=0, min_history=1))  # real triggers, real pruning
+
+    first, first_events, _, _ = run(trim(), num_blocks=5, max_frames=9, sink_frames=3)
+    second, second_events, _, _ = run(trim(), num_blocks=5, max_frames=9, sink_frames=3)
+    assert any(e["triggered"] for e in first_events)
+    assert torch.equal(first, second)
+    def without_timing(events: list[dict]) -> list[dict]:
+        return [{key: value for key, value in e.items() if key != "decision_ms"} for e in events]
+
+    assert without_timing(first_events) == without_timing(second_events)
+    other, _, _, _ = run(trim(), num_blocks=5, max_frames=9, sink_frames=3, seed=1)
+    assert not torch.allclose(other, first)
+
+
+def test_events_have_the_documented_keys():
+    _, events, _, _ = run(TokenTrim(TokenTrimConfig(p=P, warmup=0, min_history=1)))
+    assert [e["t"] for e in events] == [1, 2, 3]
+    for event in events:
+        assert EVENT_KEYS <= set(event)
+    assert [e["start_frame"] for e in events] == [0, 3, 6]
+    first, second, third = events
+    assert first["D"] is None and first["drift"] is None and first["mu"] is None and first["threshold"] is None
+    assert second["D"] is not None and second["mu"] is None  # no statistics yet
+    assert third["threshold"] is not None and len(third["drift"]) == TOKENS
+    assert all(isinstance(v, float) for v in third["drift"])
+    assert [e["is_warmup"] for e in events] == [False, False, False]
+
+
+def test_first_step_drift_source_aborts_after_one_step_on_a_trigger():
+    """drift_source=first_step decides on the first step's x0: a trigger costs one step before the regeneration,
+    an accepted batch finishes its remaining steps without recomputing the first."""
+    cfg = TokenTrimConfig(p=P, drift_source="first_step")
+    _, _, quiet, _ = run(ForcedTrim(cfg, trigger_at=set()))
+    assert quiet.calls == base_calls()
+    _, events, triggered, _ = run(ForcedTrim(cfg, trigger_at={2}))
+    assert events[1]["triggered"] and events[1]["retries"] == 1
+    assert triggered.calls == base_calls() + 1  # 1 aborted step + 4 regenerated steps instead of 4
+    _, _, final_source, _ = run(ForcedTrim(TokenTrimConfig(p=P), trigger_at={2}))
+    assert final_source.calls == base_calls() + STEPS
+
+
+def test_first_step_drift_source_without_regeneration_equals_no_trim():
+    """Resuming an accepted batch after its first step gives exactly the uninterrupted rollout (also when it
+    triggered but R = 0)."""
+    reference, _, _, _ = run(None)
+    latents, _, _, _ = run(TokenTrim(TokenTrimConfig(p=P, drift_source="first_step", enabled=False)))
+    assert torch.equal(latents, reference)
+    cfg = TokenTrimConfig(p=P, drift_source="first_step", max_retries=0)
+    latents, events, recorder, _ = run(ForcedTrim(cfg, trigger_at={2}))
+    assert events[1]["triggered"] and events[1]["retries"] == 0
+    assert recorder.calls == base_calls()
+    assert torch.equal(latents, reference)
+
+
+def test_long_rollout_past_max_frames_with_sink_keeps_the_window():
+    """8 blocks (24 frames) through a 9-frame window with a 3-frame sink, pruning on: the cache never holds more
+    than max_frames frames, the sink is never evicted, and only the newest frames are kept besides it."""
+    trim = TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=0, min_history=1))
+    latents, events, recorder, _ = run(trim, num_blocks=8, max_frames=9, sink_frames=3, check_window=True)
+    assert any(e["triggered"] for e in events)
+    assert torch.isfinite(latents).all()
+    assert recorder.cache.committed_frames() == [0, 1, 2, 18, 19, 20]  # last block (21..23) not committed
+    frames, _ = recorder.cache.positions()
+    assert int((frames < 3).sum()) == 3 * TOKENS  # the sink is never pruned under all_but_sink
+
+
+def test_trim_needs_batch_size_one():
+    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(), trim=TokenTrim(TokenTrimConfig()))
+    with pytest.raises(ValueError, match="batch size"):
+        pipe(torch.zeros(2, 3, 16, HEIGHT, WIDTH), CONTEXT_KV, noise_source=torch.randn)
