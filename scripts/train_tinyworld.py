@@ -275,7 +275,8 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     latent_hw = (spec.height // tr.vae.spatial_factor, spec.width // tr.vae.spatial_factor)
     tokens = tr.model.tokens_per_frame(*latent_hw)
     mask = teacher_forcing_mask(window, tokens, cfg.sampler.block_frames, device=device)
-    sampler_t = sampler_timesteps_of(OmegaConf.to_container(cfg.sampler, resolve=True))
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    sampler_t = sorted({t for shift in cfg.dit.discrete_shifts for t in sampler_timesteps_of(sampler | {"shift": shift})})
     pool, pool_prompts, pool_index = None, [], -1
     last_ckpt = time.time()
     while tr.meta["dit_step"] < cfg.dit.steps and time.time() < deadline and tr.budget_left():
@@ -315,7 +316,7 @@ def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
     cfg, device = tr.cfg, tr.device
     window = cfg.dit.window_latent_frames
     latent_shape = (tr.vae.config["z_dim"], spec.height // tr.vae.spatial_factor, spec.width // tr.vae.spatial_factor)
-    prompts = prompt_set(split="heldout", count=cfg.eval.num_prompts, seed=cfg.eval.seed)
+    prompts = prompt_set(split="heldout", count=cfg.eval.num_prompts, seed=cfg.eval.prompt_seed)
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     result: dict = {"dit_step": tr.meta["dit_step"], "in_window": {}, "long": {}}
     tr.vae.eval()
@@ -383,8 +384,7 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
     digests = {}
     for name, sd in files.items():
         path = export_dir / name
-        atomic_save_safetensors({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}, path,
-                                metadata={"git_sha": str(cfg.git_sha)})
+        atomic_save_safetensors({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}, path)
         digests[name] = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     spec = cfg.clip
     config = {

@@ -118,7 +118,9 @@ def test_R_bounds_retries(max_retries: int, retest: bool, budget: int, expected_
     assert recorder.calls == base_calls() + STEPS * expected_retries
 
 
-@pytest.mark.parametrize(("scope", "pruned_frames"), [("all_but_sink", [3, 4, 5]), ("last_batch", [3, 4, 5]), ("all", [0, 1, 2, 3, 4, 5])])
+@pytest.mark.parametrize(
+    ("scope", "pruned_frames"), [("all_but_sink", [3, 4, 5]), ("last_batch", [3, 4, 5]), ("all", [0, 1, 2, 3, 4, 5])]
+)
 def test_a_trigger_prunes_k_tokens_in_every_targeted_cached_frame(scope: str, pruned_frames: list[int]):
     """Batch 3 triggers with frames 0..5 cached and a 3-frame sink: k tokens go from each targeted frame, all layers."""
     cfg = TokenTrimConfig(p=P, scope=scope)

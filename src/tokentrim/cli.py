@@ -63,6 +63,8 @@ def variant_name(cfg: DictConfig) -> str:
         key = key.lstrip("+~")
         if key.startswith(("trim.", "init.")) and key not in ("trim.name", "trim.enabled", "init.enabled"):
             suffix.append(f"{key.split('.', 1)[1]}{value}")
+        elif key == "trim_variant" and value != "paper":  # experiment=variants: one named variant at a time
+            suffix.append(value)
     return "_".join([name, *suffix])
 
 

@@ -17,6 +17,7 @@ This module decides; it does not touch the cache or the model (the pipelines do:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -84,7 +85,7 @@ def check_trim_config(cfg: TokenTrimConfig) -> None:
 
     if not 0.0 < cfg.p <= 1.0:
         raise ValueError(f"trim.p must be in (0, 1], got {cfg.p}")
-    if cfg.lam < 0:
+    if not cfg.lam >= 0:  # also rejects NaN
         raise ValueError(f"trim.lam must be >= 0, got {cfg.lam}")
     if cfg.warmup < 0:
         raise ValueError(f"trim.warmup must be >= 0, got {cfg.warmup}")
@@ -149,7 +150,8 @@ class TokenTrim:
         if has_history:
             mu, sigma = self.stats.mean, self.stats.std
             sigma = torch.maximum(sigma, cfg.sigma_floor * mu)
-            threshold = mu + cfg.lam * sigma
+            # lam = inf means "never": avoid inf * 0 = NaN when sigma is 0
+            threshold = mu + cfg.lam * sigma if math.isfinite(cfg.lam) else torch.full_like(mu, math.inf)
             packed = torch.stack([severity, mu, sigma, threshold]).tolist()  # the one host sync of this batch
             values = dict(zip(("D", "mu", "sigma", "threshold"), packed))
         else:
