@@ -1,9 +1,11 @@
-"""Full-size Self Forcing generator throughput on one GPU: random bf16 weights at the Wan2.1-T2V-1.3B config
-(identical compute to the released checkpoint), DiT only.
+"""Full-size generator throughput on one GPU: random bf16 weights at the Wan2.1-T2V-1.3B config (identical compute
+to the released checkpoints), Self Forcing or Rolling Forcing.
 
 Measures, per scenario: video FPS (pixel frames / DiT wall time), first-block latency, steady-state per-block
 time, peak GPU memory; an 81-frame video (21 latent frames) and a long rollout (rolling 21-frame window, 3 sink
-frames). With --trim it also runs TokenTrim at forced trigger rates, interleaved with the baseline (ABAB...).
+frames). With --trim it also runs TokenTrim at forced trigger rates (0%, every 10th batch, every batch) and with
+--flowmo the FlowMo first batch, interleaved with the baseline (ABAB...). With --vae it times the streaming decode
+of the long video by the Wan2.1 VAE architecture (random weights), for end-to-end FPS.
 
 Protocol: one warm-up video per scenario (excluded), then --repeats timed videos; median and min/max reported.
 torch.cuda.synchronize() brackets every timed region.
@@ -23,6 +25,8 @@ import torch
 
 from tokentrim.env_info import collect_env
 from tokentrim.models.wan_causal import CausalWanModel
+from tokentrim.init.flowmo import FlowMoConfig
+from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
 from tokentrim.trim import TokenTrim, TokenTrimConfig
 
@@ -69,12 +73,39 @@ def time_video(pipe, noise, context_kv, seed: int) -> dict:
     return {"total_s": total, "first_block_s": block_times[0] if block_times else None, "block_s": block_times}
 
 
+def time_vae_decode(latent_frames: int, device: torch.device) -> dict:
+    """Streaming decode (3 latent frames a chunk) of a long video by the Wan2.1 VAE architecture, random weights."""
+    from tokentrim.models.vae import WanVAE
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vae = WanVAE().to(device).eval()
+    latents = torch.randn(1, latent_frames, 16, 60, 104, device=device)
+    out = {}
+    for attempt in ("warmup", "timed"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        frames = 0
+        with torch.no_grad():
+            for chunk in vae.decode_stream(latents.split(3, dim=1)):
+                frames += chunk.shape[1]
+        torch.cuda.synchronize()
+        out = {"latent_frames": latent_frames, "pixel_frames": frames, "decode_s": time.perf_counter() - start,
+               "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+    out["decode_fps"] = out["pixel_frames"] / out["decode_s"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=21, help="latent frames of the short video")
     parser.add_argument("--long-frames", type=int, default=120, help="latent frames of the long rollout (120 = 30 s)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trim", action="store_true", help="also time TokenTrim at forced trigger rates")
+    parser.add_argument("--flowmo", action="store_true", help="also time FlowMo on the first batch")
+    parser.add_argument("--vae", action="store_true", help="also time the VAE decode of the long video")
+    parser.add_argument("--pipeline", choices=["self_forcing", "rolling_forcing"], default="self_forcing")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -90,18 +121,29 @@ def main() -> None:
     context_kv = model.encode_context(text)
 
     results: dict = {"num_params": num_params, "scenarios": {}}
-    scenarios = {
-        "81_frames": (args.frames, SelfForcingConfig(max_frames=21, sink_frames=0)),
-        f"long_{args.long_frames}_latent": (args.long_frames, SelfForcingConfig(max_frames=21, sink_frames=3)),
-    }
+    if args.pipeline == "self_forcing":
+        scenarios = {
+            "81_frames": (args.frames, SelfForcingConfig(max_frames=21, sink_frames=0)),
+            f"long_{args.long_frames}_latent": (args.long_frames, SelfForcingConfig(max_frames=21, sink_frames=3)),
+        }
+        pipeline_cls = SelfForcingPipeline
+    else:
+        scenarios = {
+            "81_frames": (args.frames, RollingForcingConfig()),
+            f"long_{args.long_frames}_latent": (args.long_frames, RollingForcingConfig()),
+        }
+        pipeline_cls = RollingForcingPipeline
+    results["pipeline"] = args.pipeline
     for name, (latent_frames, sampler) in scenarios.items():
         noise = torch.randn(1, latent_frames, 16, 60, 104, device=device, dtype=torch.bfloat16, generator=torch.Generator(device).manual_seed(1))
-        variants = {"baseline": TokenTrim(TokenTrimConfig(enabled=False))}
+        variants = {"baseline": (TokenTrim(TokenTrimConfig(enabled=False)), None)}
         if args.trim:
-            variants["trim_rate0"] = TokenTrim(TokenTrimConfig(lam=1e9))  # tested, never triggers
-            variants["trim_rate10"] = ForcedTrim(TokenTrimConfig(), period=10)  # about the paper's regime
-            variants["trim_rate100"] = ForcedTrim(TokenTrimConfig(), period=1)
-        pipes = {k: SelfForcingPipeline(model, sampler, trim=v) for k, v in variants.items()}
+            variants["trim_rate0"] = (TokenTrim(TokenTrimConfig(lam=1e9)), None)  # tested, never triggers
+            variants["trim_rate10"] = (ForcedTrim(TokenTrimConfig(), period=10), None)  # about the paper's regime
+            variants["trim_rate100"] = (ForcedTrim(TokenTrimConfig(), period=1), None)
+        if args.flowmo:
+            variants["flowmo"] = (TokenTrim(TokenTrimConfig(enabled=False)), FlowMoConfig())
+        pipes = {k: pipeline_cls(model, sampler, trim=trim, flowmo=flowmo) for k, (trim, flowmo) in variants.items()}
         runs: dict[str, list] = {k: [] for k in pipes}
         torch.cuda.reset_peak_memory_stats()
         for k, pipe in pipes.items():  # warm-up, excluded
@@ -129,12 +171,15 @@ def main() -> None:
         out["peak_mem_gib"] = peak_gib
         results["scenarios"][name] = out
         print(name, json.dumps(out, indent=1))
-    results["env"] = collect_env(device)
+    if args.vae:
+        results["vae_decode"] = time_vae_decode(args.long_frames, device)
+        print("vae", json.dumps(results["vae_decode"], indent=1))
+    results["env"] = collect_env(str(device))
     results["protocol"] = f"1 warm-up video per variant excluded; {args.repeats} timed videos per variant, interleaved; median"
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m")
     gpu = torch.cuda.get_device_name().replace(" ", "_")
-    path = args.out / f"throughput_{gpu}_{stamp}.json"
+    path = args.out / f"throughput_{args.pipeline}_{gpu}_{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
     print("wrote", path)
 

@@ -38,6 +38,7 @@ __all__ = [
     "DownloadBlockedError",
     "required_files",
     "required_modules",
+    "slow_fast_paths",
     "check_dimensions",
     "format_check",
     "raise_if_missing",
@@ -95,8 +96,8 @@ class FileRequirement:
 
     @property
     def config_hint(self) -> str:
-        env = {"cache_dir": "VBENCH_CACHE_DIR", "torch_home": "TORCH_HOME", "hf_home": "HF_HOME"}[self.root]
-        return f"scorer.{self.root} / {env}"
+        env = {"cache_dir": "VBENCH_CACHE_DIR", "torch_home": "TORCH_HOME", "hf_home": "HF_HOME"}.get(self.root)
+        return f"scorer.{self.root} / {env}" if env else f"scorer.{self.root}"  # slow-fast paths have no env var
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ _MODULE_HINTS = {
     "vbench": "pip install vbench==0.1.5",
     "transformers": "pip install transformers==4.33.2",
     "timm": "pip install 'timm>=0.9,<=1.0.12'",
+    "scenedetect": "pip install scenedetect==0.7.2",
+    "yaml": "pip install pyyaml",
 }
 
 
@@ -216,20 +219,65 @@ def _has_module(name: str) -> bool:
         return False
 
 
+def slow_fast_paths(
+    cache_dir: str | os.PathLike,
+    *,
+    slow_fast_mapping_dir: str | os.PathLike | None = None,
+    dinov2_path: str | os.PathLike | None = None,
+) -> tuple[Path, Path]:
+    """(mapping table dir, DINOv2 ViT-B/14 checkpoint) for slow-fast; defaults under the vbench `cache_dir`.
+
+    Neither ships with the vbench wheel: the tables are `vbench2_beta_long/configs/` of a VBench repo checkout, the
+    checkpoint is `dinov2_vitb14_pretrain.pth` of facebookresearch/dinov2.
+    """
+    mapping_dir = Path(slow_fast_mapping_dir) if slow_fast_mapping_dir else Path(cache_dir) / "vbench2_beta_long" / "configs"
+    dinov2 = Path(dinov2_path) if dinov2_path else Path(cache_dir) / "dinov2_model" / "dinov2_vitb14_pretrain.pth"
+    return mapping_dir.expanduser(), dinov2.expanduser()
+
+
+def _long_video_requirements(dim: str, roots: WeightRoots, *, slow_fast_dims: Sequence[str],
+                             slow_fast_mapping_dir, dinov2_path) -> list[FileRequirement]:
+    """Slow-fast files of `dim` (mapping table, DINOv2 checkpoint) when its fusion is on."""
+    if dim not in slow_fast_dims:
+        return []
+    from tokentrim.scoring.long_video import MAPPING_TABLE_FILES
+
+    mapping_dir, dinov2 = slow_fast_paths(roots.cache_dir, slow_fast_mapping_dir=slow_fast_mapping_dir,
+                                          dinov2_path=dinov2_path)
+    mapping_root = "slow_fast_mapping_dir" if slow_fast_mapping_dir else "cache_dir"
+    dinov2_root = "dinov2_path" if dinov2_path else "cache_dir"
+    return [FileRequirement(mapping_dir / MAPPING_TABLE_FILES[dim], mapping_root), FileRequirement(dinov2, dinov2_root)]
+
+
 def check_dimensions(
     dimensions: Sequence[str] | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
     torch_home: str | os.PathLike | None = None,
     hf_home: str | os.PathLike | None = None,
+    slow_fast: bool = False,
+    slow_fast_dimensions: Sequence[str] = ("subject_consistency",),
+    slow_fast_mapping_dir: str | os.PathLike | None = None,
+    dinov2_path: str | os.PathLike | None = None,
+    scene_split: bool = False,
 ) -> dict[str, DimensionStatus]:
-    """Per-dimension readiness (files present, packages importable) without importing vbench or downloading."""
+    """Per-dimension readiness (files present, packages importable) without importing vbench or downloading.
+
+    With `slow_fast`, each dimension of `slow_fast_dimensions` also needs its VBench-Long mapping table and the
+    DINOv2 ViT-B/14 checkpoint (`slow_fast_paths`) and timm / pyyaml; with `scene_split` every dimension needs
+    PySceneDetect (`scenedetect`).
+    """
     dims = list(ALL_DIMENSIONS if dimensions is None else dimensions)
     roots = WeightRoots.resolve(cache_dir=cache_dir, torch_home=torch_home, hf_home=hf_home)
+    slow_fast_dims = tuple(slow_fast_dimensions) if slow_fast else ()
     status: dict[str, DimensionStatus] = {}
     for dim in dims:
-        files = tuple(req for req in required_files(dim, roots) if not req.path.is_file())
-        modules = tuple(name for name in required_modules(dim) if not _has_module(name))
+        needed = required_files(dim, roots) + _long_video_requirements(
+            dim, roots, slow_fast_dims=slow_fast_dims, slow_fast_mapping_dir=slow_fast_mapping_dir, dinov2_path=dinov2_path)
+        files = tuple(req for req in needed if not req.path.is_file())
+        module_names = required_modules(dim) + (["timm", "yaml"] if dim in slow_fast_dims else []) + (
+            ["scenedetect"] if scene_split else [])
+        modules = tuple(name for name in dict.fromkeys(module_names) if not _has_module(name))
         notes = ()
         if dim == "motion_smoothness":
             notes = ("scored with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch>=2.6 refuses the AMT pickle otherwise; "
