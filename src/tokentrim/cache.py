@@ -20,6 +20,7 @@ under softmax; zeroing K/V would not be (a zero key still takes softmax weight).
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -40,17 +41,18 @@ class CacheSnapshot:
     frame_len: list[int]
 
 
-class KVCache:
-    """Per-layer K/V storage for block-causal inference.
+class CachedEntries(ABC):
+    """Committed K/V entries labelled by (frame, token), shared by `KVCache` and Rolling Forcing's `RollingKVCache`.
+
+    Owns the buffers `k`, `v` `[Y, B, n, T, d]`, the per-entry labels, the host-side per-frame counts, and the
+    operations that only depend on them: pruning (physical removal), frame-granular eviction of the oldest non-sink
+    frames, snapshot / restore. Subclasses define how a model call stages and commits its block (`discard_staged`).
 
     Args:
-        num_layers (`int`): transformer blocks Y.
-        num_heads (`int`), head_dim (`int`): n and d.
+        num_layers (`int`), num_heads (`int`), head_dim (`int`): Y, n, d.
         tokens_per_frame (`int`): N.
-        max_frames (`int`): frames attended at most, the block being denoised included (Self Forcing's
-            `local_attn_size`; 21 for the released 81-frame checkpoint).
-        block_frames (`int`): frames per denoised block (3 for Self Forcing / Rolling Forcing).
-        sink_frames (`int`): the first `sink_frames` latent frames of the video are never evicted.
+        capacity_frames (`int`): frames the buffer holds at most.
+        sink_frames (`int`): the first `sink_frames` latent frames of the video are never evicted (nor pruned by default).
         batch_size (`int`), device, dtype: buffer placement.
     """
 
@@ -61,25 +63,17 @@ class KVCache:
         num_heads: int,
         head_dim: int,
         tokens_per_frame: int,
-        max_frames: int,
-        block_frames: int,
-        sink_frames: int = 0,
-        batch_size: int = 1,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        capacity_frames: int,
+        sink_frames: int,
+        batch_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
     ):
-        if max_frames < block_frames:
-            raise ValueError(f"max_frames must be >= block_frames, got max_frames={max_frames}, block_frames={block_frames}")
-        if not 0 <= sink_frames <= max_frames - block_frames:
-            raise ValueError(
-                f"sink_frames must be in [0, max_frames - block_frames] = [0, {max_frames - block_frames}], got {sink_frames}"
-            )
         self.num_layers = num_layers
+        self.head_dim = head_dim
         self.tokens_per_frame = tokens_per_frame
-        self.max_frames = max_frames
-        self.block_frames = block_frames
         self.sink_frames = sink_frames
-        self.capacity = max_frames * tokens_per_frame
+        self.capacity = capacity_frames * tokens_per_frame
         shape = (num_layers, batch_size, num_heads, self.capacity, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -90,58 +84,10 @@ class KVCache:
         # entries each still holds (fewer than N after pruning). Entries are frame-major in this order.
         self.frames: list[int] = []
         self.frame_len: list[int] = []
-        self.staged = 0  # entries of the block being denoised, right after the committed ones
-        self.staged_start_frame = -1
 
-    # ---------------------------------------------------------------- block lifecycle
-    def begin_block(self, start_frame: int, num_tokens: int) -> None:
-        """Make room for a block of `num_tokens` query tokens starting at latent frame `start_frame`.
-
-        Evicts the oldest non-sink frames so that committed frames + the block fit in `max_frames`
-        (frame-granular eviction: a pruned frame counts as one frame whatever its remaining tokens).
-        """
-        if num_tokens % self.tokens_per_frame:
-            raise ValueError(f"num_tokens must be a multiple of tokens_per_frame={self.tokens_per_frame}, got {num_tokens}")
-        block_frames = num_tokens // self.tokens_per_frame
-        excess = len(self.frames) + block_frames - self.max_frames
-        if excess > 0:
-            self._evict_oldest(excess)
-        if self.length + num_tokens > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {self.length} committed + {num_tokens} new > capacity {self.capacity}")
-        self.staged = num_tokens
-        self.staged_start_frame = start_frame
-
-    def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the block's K/V of one layer after the committed entries; return the attended K/V.
-
-        Args:
-            k, v: `[B, n, L, d]` (k already rotated at absolute positions).
-        Returns:
-            K, V: `[B, n, length + L, d]` views of the buffer (committed entries, then the block).
-        """
-        num_tokens = k.shape[2]
-        if num_tokens != self.staged:
-            raise RuntimeError(f"stage() got {num_tokens} tokens but begin_block() announced {self.staged}")
-        end = self.length + num_tokens
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def commit(self) -> None:
-        """Keep the staged block (its K/V as last written, i.e. from the clean context pass)."""
-        num_tokens, n = self.staged, self.tokens_per_frame
-        frames = self.staged_start_frame + torch.arange(num_tokens, device=self.entry_frame.device) // n
-        tokens = torch.arange(num_tokens, device=self.entry_frame.device) % n
-        self.entry_frame[self.length : self.length + num_tokens] = frames
-        self.entry_token[self.length : self.length + num_tokens] = tokens
-        self.length += num_tokens
-        self.frames.extend(range(self.staged_start_frame, self.staged_start_frame + num_tokens // n))
-        self.frame_len.extend([n] * (num_tokens // n))
-        self.staged = 0
-
+    @abstractmethod
     def discard_staged(self) -> None:
-        """Forget the staged block (its slot is overwritten by the next `stage`)."""
-        self.staged = 0
+        """Forget whatever the current call staged."""
 
     # ---------------------------------------------------------------- queries
     def committed_frames(self) -> list[int]:
@@ -163,7 +109,7 @@ class KVCache:
             number of entries removed.
         """
         if self.staged:
-            raise RuntimeError("prune() while a block is staged; prune between blocks")
+            raise RuntimeError("prune() while a block is staged; call discard_staged() first")
         if frames is None:
             frames = [f for f in self.committed_frames() if f >= self.sink_frames]
         device = self.entry_frame.device
@@ -237,12 +183,106 @@ class KVCache:
         self.length = end
         self.frames = list(snap.frames)
         self.frame_len = list(snap.frame_len)
-        self.staged = 0
+        self.discard_staged()
 
     def reset(self) -> None:
         self.length = 0
         self.frames = []
         self.frame_len = []
-        self.staged = 0
         self.entry_frame.fill_(-1)
         self.entry_token.fill_(-1)
+        self.discard_staged()
+
+
+class KVCache(CachedEntries):
+    """Per-layer K/V storage for Self Forcing's block-causal inference.
+
+    Args:
+        num_layers (`int`): transformer blocks Y.
+        num_heads (`int`), head_dim (`int`): n and d.
+        tokens_per_frame (`int`): N.
+        max_frames (`int`): frames attended at most, the block being denoised included (Self Forcing's
+            `local_attn_size`; 21 for the released 81-frame checkpoint).
+        block_frames (`int`): frames per denoised block (3 for Self Forcing / Rolling Forcing).
+        sink_frames (`int`): the first `sink_frames` latent frames of the video are never evicted.
+        batch_size (`int`), device, dtype: buffer placement.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        tokens_per_frame: int,
+        max_frames: int,
+        block_frames: int,
+        sink_frames: int = 0,
+        batch_size: int = 1,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        if max_frames < block_frames:
+            raise ValueError(f"max_frames must be >= block_frames, got max_frames={max_frames}, block_frames={block_frames}")
+        if not 0 <= sink_frames <= max_frames - block_frames:
+            raise ValueError(
+                f"sink_frames must be in [0, max_frames - block_frames] = [0, {max_frames - block_frames}], got {sink_frames}"
+            )
+        super().__init__(
+            num_layers=num_layers, num_heads=num_heads, head_dim=head_dim, tokens_per_frame=tokens_per_frame,
+            capacity_frames=max_frames, sink_frames=sink_frames, batch_size=batch_size, device=device, dtype=dtype,
+        )
+        self.max_frames = max_frames
+        self.block_frames = block_frames
+        self.staged = 0  # entries of the block being denoised, right after the committed ones
+        self.staged_start_frame = -1
+
+    # ---------------------------------------------------------------- block lifecycle
+    def begin_block(self, start_frame: int, num_tokens: int) -> None:
+        """Make room for a block of `num_tokens` query tokens starting at latent frame `start_frame`.
+
+        Evicts the oldest non-sink frames so that committed frames + the block fit in `max_frames`
+        (frame-granular eviction: a pruned frame counts as one frame whatever its remaining tokens).
+        """
+        if num_tokens % self.tokens_per_frame:
+            raise ValueError(f"num_tokens must be a multiple of tokens_per_frame={self.tokens_per_frame}, got {num_tokens}")
+        block_frames = num_tokens // self.tokens_per_frame
+        excess = len(self.frames) + block_frames - self.max_frames
+        if excess > 0:
+            self._evict_oldest(excess)
+        if self.length + num_tokens > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {self.length} committed + {num_tokens} new > capacity {self.capacity}")
+        self.staged = num_tokens
+        self.staged_start_frame = start_frame
+
+    def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the block's K/V of one layer after the committed entries; return the attended K/V.
+
+        Args:
+            k, v: `[B, n, L, d]` (k already rotated at absolute positions).
+        Returns:
+            K, V: `[B, n, length + L, d]` views of the buffer (committed entries, then the block).
+        """
+        num_tokens = k.shape[2]
+        if num_tokens != self.staged:
+            raise RuntimeError(f"stage() got {num_tokens} tokens but begin_block() announced {self.staged}")
+        end = self.length + num_tokens
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def commit(self) -> None:
+        """Keep the staged block (its K/V as last written, i.e. from the clean context pass)."""
+        num_tokens, n = self.staged, self.tokens_per_frame
+        frames = self.staged_start_frame + torch.arange(num_tokens, device=self.entry_frame.device) // n
+        tokens = torch.arange(num_tokens, device=self.entry_frame.device) % n
+        self.entry_frame[self.length : self.length + num_tokens] = frames
+        self.entry_token[self.length : self.length + num_tokens] = tokens
+        self.length += num_tokens
+        self.frames.extend(range(self.staged_start_frame, self.staged_start_frame + num_tokens // n))
+        self.frame_len.extend([n] * (num_tokens // n))
+        self.staged = 0
+
+    def discard_staged(self) -> None:
+        """Forget the staged block (its slot is overwritten by the next `stage`)."""
+        self.staged = 0

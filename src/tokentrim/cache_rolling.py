@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tokentrim.cache import CacheSnapshot, CachedEntries
 from tokentrim.models.wan_causal import apply_rope, rope_angles
 
 logger = logging.getLogger(__name__)
@@ -51,17 +52,7 @@ DENOISE = "denoise"
 REFRESH = "refresh"
 
 
-@dataclass
-class RollingCacheSnapshot:
-    """What `RollingKVCache.snapshot` returns: the committed state (staged block excluded)."""
-
-    k: torch.Tensor  # [Y, B, n, length, d]
-    v: torch.Tensor  # [Y, B, n, length, d]
-    entry_frame: torch.Tensor  # [length]
-    entry_token: torch.Tensor  # [length]
-    length: int
-    frames: list[int]
-    frame_len: list[int]
+RollingCacheSnapshot = CacheSnapshot  # the committed state is the shared `CachedEntries` snapshot
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,7 @@ class CallPlan:
     span_frames: int
 
 
-class RollingKVCache:
+class RollingKVCache(CachedEntries):
     """Per-layer K/V storage for Rolling Forcing's rolling-window inference.
 
     Call protocol, per model call: `begin_call(start_frame, num_frames, mode=...)`, the model's forward (which calls
@@ -123,26 +114,16 @@ class RollingKVCache:
             )
         if cache_frames < max_attention_frames:
             raise ValueError(f"cache_frames must be >= max_attention_frames={max_attention_frames}, got {cache_frames}")
-        self.num_layers = num_layers
-        self.head_dim = head_dim
-        self.tokens_per_frame = tokens_per_frame
+        super().__init__(  # the sink is the video's first block (upstream: "we keep the first block in the cache")
+            num_layers=num_layers, num_heads=num_heads, head_dim=head_dim, tokens_per_frame=tokens_per_frame,
+            capacity_frames=cache_frames, sink_frames=block_frames, batch_size=batch_size, device=device, dtype=dtype,
+        )
         self.block_frames = block_frames
-        self.sink_frames = block_frames  # upstream: "we keep the first block in the cache"
         self.cache_frames = cache_frames
         self.max_attention_frames = max_attention_frames
-        self.capacity = cache_frames * tokens_per_frame
-        shape = (num_layers, batch_size, num_heads, self.capacity, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
         block_shape = (num_layers, batch_size, num_heads, block_frames * tokens_per_frame, head_dim)
         self.staged_k = torch.zeros(block_shape, device=device, dtype=dtype)
         self.staged_v = torch.zeros(block_shape, device=device, dtype=dtype)
-        self.entry_frame = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
-        self.entry_token = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
-        self.length = 0
-        # Host-side bookkeeping: committed frames, oldest first, and how many entries each still holds.
-        self.frames: list[int] = []
-        self.frame_len: list[int] = []
         self.plan: CallPlan | None = None
         self.staged = 0  # tokens of the staged first block (0 = nothing staged)
         self.staged_start_frame = -1
@@ -263,75 +244,6 @@ class RollingKVCache:
         self.staged = 0
         self.plan = None
 
-    # ---------------------------------------------------------------- queries
-    def committed_frames(self) -> list[int]:
-        """Absolute latent-frame indices held by the cache, oldest first (a frame stays listed after pruning)."""
-        return list(self.frames)
-
-    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(frame, token) of every committed entry: two `[length]` tensors."""
-        return self.entry_frame[: self.length], self.entry_token[: self.length]
-
-    # ---------------------------------------------------------------- pruning / eviction
-    def prune(self, tokens: torch.Tensor, frames: list[int] | None = None) -> int:
-        """Remove spatial positions `tokens` from the given cached frames (default: every non-sink frame).
-
-        Args:
-            tokens: `[k]` long, spatial token indices in [0, N).
-            frames: absolute frame indices to prune in; `None` = all committed frames except the sink.
-        Returns:
-            number of entries removed.
-        """
-        if self.staged:
-            raise RuntimeError("prune() while a block is staged; call discard_staged() first")
-        if frames is None:
-            frames = [f for f in self.frames if f >= self.sink_frames]
-        device = self.entry_frame.device
-        entry_frame, entry_token = self.positions()
-        token_hit = torch.zeros(self.tokens_per_frame, dtype=torch.bool, device=device)
-        token_hit[tokens.to(device)] = True
-        frame_hit = torch.isin(entry_frame, torch.as_tensor(frames, dtype=torch.long, device=device))
-        keep = ~(frame_hit & token_hit[entry_token])  # [length]
-        return self._keep_entries(keep)
-
-    def _evict_oldest(self, num_frames: int) -> None:
-        """Drop the `num_frames` oldest non-sink frames: one shift of the entries after them (sink stays in place)."""
-        first = next(i for i, f in enumerate(self.frames) if f >= self.sink_frames)  # first evictable frame
-        start = sum(self.frame_len[:first])
-        evicted = sum(self.frame_len[first : first + num_frames])
-        rest = self.length - start - evicted
-        for buf in (self.k, self.v):
-            # tokens are dim 3 of [Y, B, n, T, d]: [start + evicted, length) -> [start, start + rest); clone: overlap
-            buf[:, :, :, start : start + rest] = buf[:, :, :, start + evicted : self.length].clone()
-        for buf in (self.entry_frame, self.entry_token):
-            buf[start : start + rest] = buf[start + evicted : self.length].clone()  # [T]
-        self.entry_frame[start + rest : self.length] = -1
-        self.entry_token[start + rest : self.length] = -1
-        self.length = start + rest
-        logger.debug("evicted frames %s", self.frames[first : first + num_frames])
-        del self.frames[first : first + num_frames]
-        del self.frame_len[first : first + num_frames]
-
-    def _keep_entries(self, keep: torch.Tensor) -> int:
-        """Gather kept entries to the front of every layer's buffer (one index_select per K and V)."""
-        keep_idx = keep.nonzero().squeeze(1)  # [kept]
-        kept = keep_idx.numel()
-        removed = self.length - kept
-        if removed == 0:
-            return 0
-        # [Y, B, n, length, d] -> [Y, B, n, kept, d]
-        self.k[:, :, :, :kept] = self.k[:, :, :, : self.length].index_select(3, keep_idx)
-        self.v[:, :, :, :kept] = self.v[:, :, :, : self.length].index_select(3, keep_idx)
-        self.entry_frame[:kept] = self.entry_frame[: self.length][keep_idx]
-        self.entry_token[:kept] = self.entry_token[: self.length][keep_idx]
-        self.entry_frame[kept : self.length] = -1
-        self.entry_token[kept : self.length] = -1
-        self.length = kept
-        frames = torch.as_tensor(self.frames, dtype=torch.long, device=keep.device)  # [num_frames], increasing
-        slot = torch.searchsorted(frames, self.entry_frame[:kept])  # [kept] -> index into self.frames
-        self.frame_len = torch.bincount(slot, minlength=len(self.frames)).tolist()
-        return removed
-
     # ---------------------------------------------------------------- RoPE
     def _shift_frames(self, k: torch.Tensor, shift: int) -> torch.Tensor:
         """Move roped keys `shift` frames later in time: rotate the temporal RoPE channels by shift * theta_t.
@@ -346,38 +258,3 @@ class RollingKVCache:
             self._sink_rope = (shift, angles.cos().float(), angles.sin().float())
         _, cos, sin = self._sink_rope
         return apply_rope(k, cos, sin)
-
-    # ---------------------------------------------------------------- snapshot / restore
-    def snapshot(self) -> RollingCacheSnapshot:
-        """Copy of the committed state (staged block excluded)."""
-        end = self.length
-        return RollingCacheSnapshot(
-            k=self.k[:, :, :, :end].clone(),
-            v=self.v[:, :, :, :end].clone(),
-            entry_frame=self.entry_frame[:end].clone(),
-            entry_token=self.entry_token[:end].clone(),
-            length=end,
-            frames=list(self.frames),
-            frame_len=list(self.frame_len),
-        )
-
-    def restore(self, snap: RollingCacheSnapshot) -> None:
-        end = snap.length
-        self.k[:, :, :, :end] = snap.k
-        self.v[:, :, :, :end] = snap.v
-        self.entry_frame.fill_(-1)
-        self.entry_token.fill_(-1)
-        self.entry_frame[:end] = snap.entry_frame
-        self.entry_token[:end] = snap.entry_token
-        self.length = end
-        self.frames = list(snap.frames)
-        self.frame_len = list(snap.frame_len)
-        self.discard_staged()
-
-    def reset(self) -> None:
-        self.length = 0
-        self.frames = []
-        self.frame_len = []
-        self.entry_frame.fill_(-1)
-        self.entry_token.fill_(-1)
-        self.discard_staged()

@@ -110,7 +110,12 @@ def detect_scenes(path: str | os.PathLike, *, threshold: float = SCENE_THRESHOLD
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detect_scenes: no such file {path}")
-    video = open_video(str(path))
+    from scenedetect.video_stream import VideoOpenFailure
+
+    try:
+        video = open_video(str(path))
+    except VideoOpenFailure as err:  # scenedetect's own type (an Exception): an unreadable file is a ValueError here
+        raise ValueError(f"detect_scenes: cannot open {path}: {err}") from err
     manager = SceneManager()
     manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=min_scene_len))
     manager.detect_scenes(video=video, show_progress=False)

@@ -20,6 +20,23 @@ row per clip (`clip` = 0, 1, ...); shorter videos get one row with `clip = -1` (
 clips per video, then videos per dimension (VBench-Long `reorganize_clips_results`); no clip = -1 summary rows are
 written for clipped videos, the report aggregates.
 
+Scene splitting (`scene_split`, VBench-Long `--use_semantic_splitting`; `long_video.detect_scenes`, PySceneDetect
+ContentDetector, threshold 35): applies with the clip protocol only. Each scene is clipped on its own; clips are named
+`<video>-Scene-<s>_<NNN>.mp4` as upstream, `clip` keeps numbering 0, 1, ... over the whole video (so (video, clip,
+dimension) stays unique) and the `scene` column holds the scene index (empty when splitting is off). The video stays
+the unit of aggregation: the per-video score is the mean over all its clips, all scenes pooled (upstream treats each
+scene file as a long video of its own in the final mean). Scene lists are cached per (content hash, threshold, min
+length) under `score_cache_dir/scenes`.
+
+Slow-fast fusion (`slow_fast`, VBench-Long `--dev_flag`; `long_video`): for subject_consistency on clipped videos, the
+fast branch (first frame of every clip of a scene, joined into `<clip dir>/.../<video>[-Scene-<s>]_firstframes.mp4`,
+DINOv2 ViT-B/14) gives `clip2clip_score`, mapped through `subject_mapping_table.yaml` to `mapped_clip2clip_score`.
+Each clip row keeps vbench's in-clip value in `raw_score` / `inclip_score` and gets
+`score = w_inclip * inclip_k + w_clip2clip * mapped` (protocol `...+slowfast`); fusion is linear, so the mean over a
+scene's clip rows is exactly upstream's fused score `w_inclip * mean_k(inclip_k) + w_clip2clip * mapped`. A scene of one
+clip has no fast branch and keeps `score = inclip` (as upstream). Fast scores are cached by (content hash, clip
+starts, checkpoint path/size/mtime). background_consistency fusion needs DreamSim, which is not supported.
+
 `score` is on the scale of VBench's dimension aggregate: `raw_score / 100` for imaging_quality (MUSIQ), booleans
 (human_action, dynamic_degree) as 0.0/1.0, otherwise `raw_score`. Aggregation here is the mean over videos of the
 per-video score. vbench's own aggregate pools frames for subject/background consistency and GRiT/scene (longer videos
@@ -51,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokentrim import video_io
+from tokentrim.scoring import long_video
 from tokentrim.scoring.prompts import load_vbench_suite, prompt_from_video_name
 from tokentrim.scoring.totals import ALL_DIMENSIONS
 from tokentrim.scoring.weights import (
@@ -60,6 +78,7 @@ from tokentrim.scoring.weights import (
     block_downloads,
     check_dimensions,
     raise_if_missing,
+    slow_fast_paths,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +98,8 @@ __all__ = [
 SCORES_COLUMNS: tuple[str, ...] = (
     "video", "clip", "dimension", "score", "error", "scorer", "content_hash",
     "raw_score", "protocol", "frame_start", "frame_end", "device", "vbench_version", "path",
+    # VBench-Long options (empty when off): scene index; slow-fast branches of a fused row.
+    "scene", "inclip_score", "clip2clip_score", "mapped_clip2clip_score",
 )
 # VBench-Long configs/clip_length_mix.yaml: 2 s clips except these three dimensions at 10 s.
 DEFAULT_CLIP_SECONDS: dict[str, float] = {name: 2.0 for name in ALL_DIMENSIONS} | {
@@ -140,6 +161,7 @@ class _Unit:
     frame_start: int
     frame_end: int
     key: str
+    scene: int = -1  # scene index under scene splitting, -1 = not split
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -385,9 +407,22 @@ def _base_row(job: VideoJob, dimension: str, *, clip: int, sha: str, device: str
     }
 
 
-def _clip_path(clip_root: Path, sha: str, length: int, job: VideoJob, index: int, *, is_full: bool) -> Path:
-    suffix = "full" if is_full else f"{index:03d}"
-    return clip_root / sha[:16] / f"{length}f" / f"{Path(job.path).stem}_{suffix}.mp4"
+def _scene_clip_dir(clip_root: Path, sha: str, length: int, scene_tag: str) -> Path:
+    """Folder of a video's clips: `<clip_root>/<sha16>/<L>f` (`<L>f-<scene tag>` under scene splitting)."""
+    return clip_root / sha[:16] / (f"{length}f-{scene_tag}" if scene_tag else f"{length}f")
+
+
+def _scenes_of(job: VideoJob, sha: str, cache_root: Path, *, threshold: float, min_frames: int) -> list[tuple[int, int]]:
+    """Scene spans of a video (PySceneDetect), cached per (content hash, threshold, min length)."""
+    key = hashlib.sha256(json.dumps({"format": _CACHE_FORMAT, "content_hash": sha, "threshold": threshold,
+                                     "min_frames": min_frames, "scenes": True}, sort_keys=True).encode()).hexdigest()
+    path = cache_root / "scenes" / f"{key}.json"
+    if path.is_file():
+        return [tuple(span) for span in json.loads(path.read_text(encoding="utf-8"))["scenes"]]
+    scenes = long_video.detect_scenes(job.path, threshold=threshold, min_scene_len=min_frames)
+    _atomic_write_text(path, json.dumps({"scenes": scenes, "video": job.name, "content_hash": sha}))
+    logger.info("%s: %d scene(s) at threshold %g", job.name, max(len(scenes), 1), threshold)
+    return scenes
 
 
 def _ensure_clips(units: Sequence[_Unit], job: VideoJob, *, crf: int) -> None:
@@ -418,7 +453,15 @@ def score_videos(
     long_min_seconds: float = 5.0,
     clip_seconds: Mapping[str, float] | None = None,
     clip_crf: int = 0,
+    scene_split: bool = False,
+    scene_threshold: float = long_video.SCENE_THRESHOLD,
+    scene_min_frames: int = long_video.SCENE_MIN_FRAMES,
     slow_fast: bool = False,
+    slow_fast_dimensions: Sequence[str] = long_video.SLOW_FAST_DIMENSIONS,
+    slow_fast_mapping_dir: str | os.PathLike | None = None,
+    dinov2_path: str | os.PathLike | None = None,
+    slow_fast_w_inclip: float = 0.5,
+    slow_fast_w_clip2clip: float = 0.5,
     chunk_size: int = 16,
     num_shards: int = 1,
     shard_index: int = 0,
@@ -443,8 +486,15 @@ def score_videos(
         long_min_seconds: duration from which "auto" applies the clip protocol (VBench FAQ: 5.0 s).
         clip_seconds: clip length per dimension (default `DEFAULT_CLIP_SECONDS`).
         clip_crf: libx264 CRF of re-encoded clips (0 = lossless luma; upstream re-encodes with ffmpeg defaults).
-        slow_fast: VBench-Long slow-fast fusion for subject/background consistency (needs DINOv2 / DreamSim and the
-            mapping tables, none of which the vbench wheel ships); raises ValueError when set.
+        scene_split: VBench-Long scene splitting (PySceneDetect ContentDetector) before clipping; clip protocol only.
+        scene_threshold: ContentDetector threshold (upstream 35.0).
+        scene_min_frames: minimum scene length in frames (PySceneDetect default 15, as upstream).
+        slow_fast: VBench-Long slow-fast fusion (upstream `--dev_flag`) for `slow_fast_dimensions` on clipped videos.
+        slow_fast_dimensions: dimensions to fuse; only subject_consistency is supported (background needs DreamSim).
+        slow_fast_mapping_dir: folder with `subject_mapping_table.yaml` (a VBench checkout's
+            `vbench2_beta_long/configs`); default `<cache_dir>/vbench2_beta_long/configs`.
+        dinov2_path: official `dinov2_vitb14_pretrain.pth`; default `<cache_dir>/dinov2_model/dinov2_vitb14_pretrain.pth`.
+        slow_fast_w_inclip / slow_fast_w_clip2clip: fusion weights (upstream `slow_fast_params.yaml`: 0.5 / 0.5).
         chunk_size: videos per vbench call (each call reloads the dimension's model; smaller = finer resume).
         num_shards / shard_index: score only `sorted(videos)[shard_index::num_shards]` (one process per shard).
         num_workers: > 1 spawns that many local processes, shard k on `devices[k % len(devices)]`, and merges their
@@ -455,9 +505,10 @@ def score_videos(
     # 1. Check inputs. Raise before any decode or model load.
     if long_protocol not in ("auto", "always", "never"):
         raise ValueError(f"long_protocol must be 'auto', 'always' or 'never', got {long_protocol!r}")
-    if slow_fast:
-        raise ValueError("slow_fast=True needs VBench-Long's fast branch (DINOv2 ViT-B/14, DreamSim, "
-                         "configs/*_mapping_table.yaml), which the vbench 0.1.5 wheel does not ship; set scorer.slow_fast=false")
+    _check_long_video_options(long_protocol=long_protocol, scene_split=scene_split, scene_threshold=scene_threshold,
+                              scene_min_frames=scene_min_frames, slow_fast=slow_fast,
+                              slow_fast_dimensions=slow_fast_dimensions, w_inclip=slow_fast_w_inclip,
+                              w_clip2clip=slow_fast_w_clip2clip)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
@@ -467,7 +518,10 @@ def score_videos(
     clip_map = dict(DEFAULT_CLIP_SECONDS) | dict(clip_seconds or {})
     scores_path = Path(scores_csv)
     roots = WeightRoots.resolve(cache_dir=cache_dir, torch_home=torch_home, hf_home=hf_home)
-    status = check_dimensions(dimensions, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
+    status = check_dimensions(dimensions, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home,
+                              slow_fast=slow_fast, slow_fast_dimensions=slow_fast_dimensions,
+                              slow_fast_mapping_dir=slow_fast_mapping_dir, dinov2_path=dinov2_path,
+                              scene_split=scene_split)
     if dimensions is None:
         dims = tuple(name for name, item in status.items() if item.is_ready)
         skipped = [name for name, item in status.items() if not item.is_ready]
@@ -482,6 +536,10 @@ def score_videos(
         score_cache_dir=score_cache_dir, clip_dir=clip_dir, long_protocol=long_protocol,
         long_min_seconds=long_min_seconds, clip_seconds=clip_map, clip_crf=clip_crf, chunk_size=chunk_size,
         full_info_path=full_info_path, imaging_quality_preprocessing_mode=imaging_quality_preprocessing_mode,
+        scene_split=scene_split, scene_threshold=scene_threshold, scene_min_frames=scene_min_frames,
+        slow_fast=slow_fast, slow_fast_dimensions=tuple(slow_fast_dimensions),
+        slow_fast_mapping_dir=slow_fast_mapping_dir, dinov2_path=dinov2_path, slow_fast_w_inclip=slow_fast_w_inclip,
+        slow_fast_w_clip2clip=slow_fast_w_clip2clip,
     )
     if num_workers > 1:
         return _score_with_workers(jobs, scores_path, num_workers=num_workers, devices=list(devices or [device]),
@@ -489,6 +547,27 @@ def score_videos(
     return _score_jobs(jobs, scores_path=scores_path, roots=roots, device=device, dims=dims, **{
         key: value for key, value in worker_kwargs.items()
         if key not in ("dimensions", "cache_dir", "torch_home", "hf_home")})
+
+
+def _check_long_video_options(*, long_protocol: str, scene_split: bool, scene_threshold: float, scene_min_frames: int,
+                              slow_fast: bool, slow_fast_dimensions: Sequence[str], w_inclip: float,
+                              w_clip2clip: float) -> None:
+    """One-line ValueErrors for the VBench-Long options, before any decode or model load."""
+    if (scene_split or slow_fast) and long_protocol == "never":
+        raise ValueError("scorer.scene_split / scorer.slow_fast act on the VBench-Long clip protocol, which "
+                         "long_protocol='never' turns off; set long_protocol to 'auto' or 'always'")
+    if scene_split and not (scene_threshold > 0 and scene_min_frames >= 1):
+        raise ValueError(f"need scorer.scene_threshold > 0 and scorer.scene_min_frames >= 1, got "
+                         f"{scene_threshold} and {scene_min_frames}")
+    if slow_fast:
+        if isinstance(slow_fast_dimensions, str):
+            raise TypeError(f"scorer.slow_fast_dimensions must be a list of names, got the string {slow_fast_dimensions!r}")
+        unsupported = [dim for dim in slow_fast_dimensions if dim not in long_video.SLOW_FAST_DIMENSIONS]
+        if unsupported:
+            raise ValueError(f"scorer.slow_fast_dimensions supports only {list(long_video.SLOW_FAST_DIMENSIONS)} "
+                             f"(background_consistency's fast branch needs DreamSim, not supported), got {unsupported}")
+        if not (math.isfinite(w_inclip) and math.isfinite(w_clip2clip)):
+            raise ValueError(f"slow-fast weights must be finite, got w_inclip={w_inclip}, w_clip2clip={w_clip2clip}")
 
 
 def _score_with_workers(jobs: list[VideoJob], scores_path: Path, *, num_workers: int, devices: list[str],
@@ -522,7 +601,11 @@ def _score_with_workers(jobs: list[VideoJob], scores_path: Path, *, num_workers:
 
 def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, device: str, dims: tuple[str, ...],
                 score_cache_dir, clip_dir, long_protocol: str, long_min_seconds: float, clip_seconds: Mapping[str, float],
-                clip_crf: int, chunk_size: int, full_info_path, imaging_quality_preprocessing_mode: str) -> ScoreRunSummary:
+                clip_crf: int, chunk_size: int, full_info_path, imaging_quality_preprocessing_mode: str,
+                scene_split: bool = False, scene_threshold: float = long_video.SCENE_THRESHOLD,
+                scene_min_frames: int = long_video.SCENE_MIN_FRAMES, slow_fast: bool = False,
+                slow_fast_dimensions: Sequence[str] = long_video.SLOW_FAST_DIMENSIONS, slow_fast_mapping_dir=None,
+                dinov2_path=None, slow_fast_w_inclip: float = 0.5, slow_fast_w_clip2clip: float = 0.5) -> ScoreRunSummary:
     cache_root = Path(score_cache_dir) if score_cache_dir is not None else scores_path.parent / "score_cache"
     clip_root = Path(clip_dir) if clip_dir is not None else cache_root / "clips"
     version = _vbench_version()
@@ -547,13 +630,16 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
         try:
             sha = content_hash(job.path)
             info = video_io.probe(job.path)
+            use_clips = long_protocol == "always" or (long_protocol == "auto" and info.duration_s >= long_min_seconds)
+            scenes = (_scenes_of(job, sha, cache_root, threshold=scene_threshold, min_frames=scene_min_frames)
+                      if scene_split and use_clips else None)
         except (OSError, ValueError) as err:
             for dim in dims:
                 row = _base_row(job, dim, clip=-1, sha="", device=device, version=version)
                 record(row | {"error": f"unreadable video: {_one_line(err)}"})
             logger.warning("unreadable video %s: %s", job.path, _one_line(err))
             continue
-        use_clips = long_protocol == "always" or (long_protocol == "auto" and info.duration_s >= long_min_seconds)
+        scene_tag = f"scene{scene_threshold:g}-{scene_min_frames}" if scenes is not None else ""
         units_by_length: dict[int, list[_Unit]] = defaultdict(list)
         for dim in dims:
             aux_missing = dim in AUXILIARY_DIMENSIONS and dim not in aux_by_prompt.get(job.resolved_prompt, {})
@@ -563,19 +649,21 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
                 continue
             if use_clips:
                 length = video_io.clip_num_frames(info.fps, clip_seconds[dim])
-                spans = video_io.clip_spans(info.num_frames, info.fps, clip_seconds[dim])
-                protocol = f"clip:{length}f"
-                is_full = len(spans) == 1 and spans[0][1] - spans[0][0] < length
-                targets = [(k, str(_clip_path(clip_root, sha, length, job, k, is_full=is_full)), s, e)
-                           for k, (s, e) in enumerate(spans)]
+                protocol = f"clip:{length}f" + (f"+{scene_tag}" if scene_tag else "")
+                clip_dir_of = _scene_clip_dir(clip_root, sha, length, scene_tag)
+                targets = [(t.clip, str(clip_dir_of / f"{Path(job.path).stem}{t.stem_suffix}.mp4"), t.start, t.end,
+                            t.scene)
+                           for t in long_video.scene_clip_targets(info.num_frames, info.fps, clip_seconds[dim], scenes)]
             else:
                 length, protocol = 0, "whole"
-                targets = [(-1, str(job.path), 0, info.num_frames)]
-            for clip, path, start, end in targets:
-                key = _unit_key(content_sha=sha, dimension=dim, protocol=protocol, clip=clip, prompt=job.resolved_prompt,
-                                label_name=Path(path).name, kwargs=kwargs, version=version)
+                targets = [(-1, str(job.path), 0, info.num_frames, -1)]
+            for clip, path, start, end, scene in targets:
+                # scene-split clips: the frame span joins the key (it depends on the detector, not only on the index)
+                key_protocol = f"{protocol}:{start}-{end}" if scene >= 0 else protocol
+                key = _unit_key(content_sha=sha, dimension=dim, protocol=key_protocol, clip=clip,
+                                prompt=job.resolved_prompt, label_name=Path(path).name, kwargs=kwargs, version=version)
                 unit = _Unit(job=job, dimension=dim, clip=clip, path=path, content_hash=sha, protocol=protocol,
-                             frame_start=start, frame_end=end, key=key)
+                             frame_start=start, frame_end=end, key=key, scene=scene)
                 cached = _cache_get(cache_root, key)
                 if cached is not None:
                     record(_unit_row(unit, cached["raw_score"], device=device, version=version))
@@ -611,9 +699,87 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
                         summary.num_computed += 1
                     record(row)
                 scores.flush()
+
+    # 4. Slow-fast fusion of the clip rows (VBench-Long --dev_flag), after every in-clip score exists.
+    fused_dims = [dim for dim in dims if slow_fast and dim in slow_fast_dimensions]
+    if fused_dims:
+        _fuse_slow_fast(scores, jobs, fused_dims, roots=roots, device=device, cache_root=cache_root,
+                        clip_root=clip_root, clip_crf=clip_crf, mapping_dir=slow_fast_mapping_dir,
+                        dinov2_path=dinov2_path, w_inclip=slow_fast_w_inclip, w_clip2clip=slow_fast_w_clip2clip,
+                        summary=summary)
     scores.flush()
     logger.info("%s", summary.describe())
     return summary
+
+
+def _fast_branch_key(*, sha: str, dimension: str, starts: Sequence[int], crf: int, checkpoint: Path) -> str:
+    stat = checkpoint.stat()
+    material = {"format": _CACHE_FORMAT, "fast_branch": "dinov2_vitb14", "content_hash": sha, "dimension": dimension,
+                "starts": list(starts), "crf": crf, "checkpoint": [str(checkpoint), stat.st_size, stat.st_mtime_ns]}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _fuse_slow_fast(scores: "_ScoresFile", jobs: Sequence[VideoJob], dims: Sequence[str], *, roots: WeightRoots,
+                    device: str, cache_root: Path, clip_root: Path, clip_crf: int, mapping_dir, dinov2_path,
+                    w_inclip: float, w_clip2clip: float, summary: ScoreRunSummary) -> None:
+    """Rewrite the clip rows of `dims` with the fused score (module docstring, "Slow-fast fusion").
+
+    Groups = (video, scene) of clipped rows; the fast branch runs on groups of >= 2 clips whose in-clip rows all
+    scored. A fast-branch failure on one video turns its rows into error rows (score NaN) and the run goes on.
+    """
+    mapping_root, checkpoint = slow_fast_paths(roots.cache_dir, slow_fast_mapping_dir=mapping_dir, dinov2_path=dinov2_path)
+    model = None
+    for dim in dims:
+        table = long_video.load_mapping_table(mapping_root / long_video.MAPPING_TABLE_FILES[dim])
+        for job in jobs:
+            rows = sorted((row for (video, clip, d), row in scores.rows.items()
+                           if video == job.name and d == dim and clip >= 0 and row.get("content_hash")),
+                          key=lambda row: int(row["clip"]))
+            if not rows or any(row["error"] or math.isnan(float(row["score"])) for row in rows):
+                continue  # whole-video protocol, or an in-clip error already recorded
+            groups: dict[int, list[dict]] = defaultdict(list)
+            for row in rows:
+                groups[int(row["scene"]) if str(row.get("scene", "")) not in ("", "-1") else -1].append(row)
+            frames = fps = None
+            try:
+                for scene, group in sorted(groups.items()):
+                    clip2clip = math.nan
+                    if len(group) >= 2:
+                        starts = [int(row["frame_start"]) for row in group]
+                        key = _fast_branch_key(sha=group[0]["content_hash"], dimension=dim, starts=starts, crf=clip_crf,
+                                               checkpoint=checkpoint)
+                        cached = _cache_get(cache_root, key)
+                        if cached is not None:
+                            clip2clip = float(cached["clip2clip_score"])
+                        else:
+                            if frames is None:
+                                frames, fps = video_io.read_video(job.path)  # [T, H, W, 3]
+                            if model is None:
+                                with block_downloads(f"loading DINOv2 for {dim} slow-fast"):
+                                    model = long_video.load_dinov2_vitb14(checkpoint, device=device)
+                            suffix = f"-Scene-{scene}" if scene >= 0 else ""
+                            fast_path = (clip_root / group[0]["content_hash"][:16] / "firstframes"
+                                         / f"{Path(job.path).stem}{suffix}_{len(starts)}x_firstframes.mp4")
+                            # upstream writes the joined video at int(fps), the clip frame rate
+                            first = long_video.first_frames_video(frames, starts, fast_path, float(int(fps)), crf=clip_crf)
+                            with block_downloads(f"scoring {dim} fast branch"):
+                                clip2clip = long_video.dinov2_clip2clip_score(model, first, device=device)
+                            _cache_put(cache_root, key, {"clip2clip_score": clip2clip, "dimension": dim,
+                                                         "video": job.name, "scene": scene})
+                    mapped = long_video.map_clip2clip(clip2clip, table) if not math.isnan(clip2clip) else math.nan
+                    for row in group:
+                        inclip = float(row["raw_score"])
+                        row.update({
+                            "inclip_score": inclip, "clip2clip_score": clip2clip, "mapped_clip2clip_score": mapped,
+                            "score": long_video.fuse_slow_fast(inclip, mapped, w_inclip=w_inclip, w_clip2clip=w_clip2clip),
+                            "protocol": str(row["protocol"]).split("+slowfast")[0] + "+slowfast",
+                        })
+            except (OSError, ValueError, RuntimeError) as err:
+                message = f"slow-fast failed: {_one_line(err)}"
+                logger.warning("%s %s: %s", job.name, dim, message)
+                for row in rows:
+                    row.update({"score": math.nan, "error": message})
+                    summary.errors.append((row["video"], int(row["clip"]), dim, message))
 
 
 def _unit_row(unit: _Unit, raw: float, *, device: str, version: str) -> dict:
@@ -621,6 +787,7 @@ def _unit_row(unit: _Unit, raw: float, *, device: str, version: str) -> dict:
     return row | {
         "raw_score": raw, "score": _score_from_raw(unit.dimension, raw) if not math.isnan(raw) else math.nan,
         "protocol": unit.protocol, "frame_start": unit.frame_start, "frame_end": unit.frame_end,
+        "scene": unit.scene if unit.scene >= 0 else "",
     }
 
 
