@@ -32,7 +32,7 @@ from tokentrim.trim import TokenTrim, TokenTrimConfig
 
 
 class ForcedTrim(TokenTrim):
-    """TokenTrim whose trigger is forced on every `period`-th tested batch (the drift math still runs)."""
+    """TokenTrim whose trigger is forced on every `period`-th batch that the rule tests (the drift math still runs)."""
 
     def __init__(self, cfg: TokenTrimConfig, period: int):
         super().__init__(cfg)
@@ -40,7 +40,7 @@ class ForcedTrim(TokenTrim):
 
     def decide(self, block_tokens):
         decision = super().decide(block_tokens)
-        if decision.unstable is not None and decision.t > self.cfg.warmup and decision.t % self.period == 0:
+        if decision.is_tested and decision.t % self.period == 0:
             decision.should_prune = True
         return decision
 

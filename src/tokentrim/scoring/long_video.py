@@ -127,17 +127,19 @@ def scene_clip_targets(num_frames: int, fps: float, clip_seconds: float,
     """The clips of one video under the clip protocol, per scene when `scenes` is given.
 
     `scenes=None` (no splitting): `video_io.clip_spans` of the whole video, suffixes `_000`, ... or `_full`, scene -1.
-    Otherwise every scene `[a, b)` is clipped on its own (`clip_spans(b - a)` shifted by `a`), suffix
-    `-Scene-<s>_<NNN>` / `-Scene-<s>_full` (upstream names the scene file `<video>-Scene-<s>.mp4`, then clips it);
-    `[]` from `detect_scenes` (no cut) counts as one scene covering the video. `clip` numbers run over the whole video.
+    `scenes=[]` (`detect_scenes` found no cut): the same clips with scene 0; upstream then clips the original file, so
+    the names carry no `-Scene-` part. Otherwise every scene `[a, b)` is clipped on its own (`clip_spans(b - a)`
+    shifted by `a`), suffix `-Scene-<s>_<NNN>` / `-Scene-<s>_full` (upstream names the scene file
+    `<video>-Scene-<s>.mp4`, then clips it). `clip` numbers run over the whole video.
     """
     length = video_io.clip_num_frames(fps, clip_seconds)
-    if scenes is None:
+    if not scenes:
         spans = video_io.clip_spans(num_frames, fps, clip_seconds)
         is_full = len(spans) == 1 and spans[0][1] - spans[0][0] < length
-        return [ClipTarget(clip=k, scene=-1, start=s, end=e, stem_suffix="_full" if is_full else f"_{k:03d}")
+        scene = -1 if scenes is None else 0
+        return [ClipTarget(clip=k, scene=scene, start=s, end=e, stem_suffix="_full" if is_full else f"_{k:03d}")
                 for k, (s, e) in enumerate(spans)]
-    scene_spans = list(scenes) or [(0, num_frames)]
+    scene_spans = list(scenes)
     targets: list[ClipTarget] = []
     for index, (scene_start, scene_end) in enumerate(scene_spans):
         scene_end = min(scene_end, num_frames)

@@ -1,0 +1,117 @@
+"""TokenTrim's overhead, measured side by side: baseline vs TokenTrim interleaved in one process (A B A B ...).
+
+Variants: TokenTrim at forced trigger rates 0% (every batch tested, none triggers), ~10% (every 10th batch, about
+the paper's regime) and 100% (every tested batch), natural triggering with the paper's defaults, and FlowMo on the
+first batch. Any backbone of `conf/backbone` (Hydra overrides after `--`), e.g. on CPU with the embedded model:
+
+    python bench/overhead.py --repeats 5 -- backbone=tiny
+    python bench/overhead.py --repeats 5 -- backbone=self_forcing backbone.random_weights=true device=cuda dtype=bfloat16
+
+Protocol: one untimed warm-up video per variant; then `--repeats` rounds, each generating the same prompt/seed with
+every variant in turn; generation wall time (DiT + TokenTrim, no VAE decode) per video, median and min/max over
+rounds; overhead x = median variant / median baseline. Results: bench/results/overhead_<device>_<yyyymm>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import ForcedTrim  # noqa: E402  (bench-only helper shared with throughput.py)
+
+from tokentrim.backbones import build_backbone, make_pipeline  # noqa: E402
+from tokentrim.env_info import collect_env  # noqa: E402
+from tokentrim.generate import DTYPES  # noqa: E402
+from tokentrim.init.flowmo import FlowMoConfig  # noqa: E402
+from tokentrim.prompts import load_prompts  # noqa: E402
+from tokentrim.trim import TokenTrim, TokenTrimConfig  # noqa: E402
+
+
+def variants() -> dict:
+    return {
+        "baseline": (TokenTrim(TokenTrimConfig(enabled=False)), None),
+        "trim_rate0": (TokenTrim(TokenTrimConfig(lam=float("inf"))), None),
+        "trim_rate10": (ForcedTrim(TokenTrimConfig(), period=10), None),
+        "trim_rate100": (ForcedTrim(TokenTrimConfig(), period=1), None),
+        "trim_natural": (TokenTrim(TokenTrimConfig()), None),
+        "flowmo": (TokenTrim(TokenTrimConfig(enabled=False)), FlowMoConfig()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the tokentrim config (after --)")
+    args = parser.parse_args()
+    with initialize_config_module("tokentrim.conf", version_base="1.3"):
+        cfg = compose("config", overrides=args.overrides)
+    device, dtype = cfg.device, DTYPES[cfg.dtype]
+    backbone = build_backbone(OmegaConf.to_container(cfg.backbone, resolve=True), device=device, dtype=dtype)
+    prompt = load_prompts(cfg.prompts)[0]
+    num_frames = cfg.num_latent_frames or backbone.num_latent_frames
+    context_kv = backbone.encode_prompt(prompt)
+    shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
+    pipes = {name: (make_pipeline(backbone, trim=trim, flowmo=flowmo), trim) for name, (trim, flowmo) in variants().items()}
+
+    def one_video(pipe, seed: int) -> tuple[float, int, int]:
+        g = torch.Generator(device=device).manual_seed(seed)
+        noise = torch.randn(shape, generator=g, device=device, dtype=dtype)
+        events: list[dict] = []
+        sync()
+        start = time.perf_counter()
+        pipe(noise, context_kv, noise_source=lambda s: torch.randn(s, generator=g, device=device, dtype=dtype), on_event=events.append)
+        sync()
+        tested = sum(bool(e["is_tested"]) for e in events)
+        return time.perf_counter() - start, sum(bool(e["triggered"]) for e in events), tested
+
+    def sync() -> None:
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for pipe, _ in pipes.values():  # warm-up, excluded
+        one_video(pipe, seed=0)
+    times: dict[str, list[float]] = {name: [] for name in pipes}
+    rates: dict[str, tuple[int, int]] = {}
+    for r in range(args.repeats):
+        for name, (pipe, _) in pipes.items():
+            wall, triggers, tested = one_video(pipe, seed=1)  # same prompt and seed every round
+            times[name].append(wall)
+            rates[name] = (triggers, tested)
+    base = statistics.median(times["baseline"])
+    rows = {
+        name: {
+            "median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
+            "overhead_x": statistics.median(ts) / base, "triggers": rates[name][0], "tested_batches": rates[name][1],
+        }
+        for name, ts in times.items()
+    }
+    env = collect_env(str(device))
+    result = {"backbone": cfg.backbone.name, "prompt": prompt, "latent_frames": num_frames, "repeats": args.repeats,
+              "overrides": args.overrides, "variants": rows, "env": env,
+              "protocol": __doc__.split("Protocol: ")[1].split("Results:")[0].strip()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    device_name = (env.get("gpu_name") or "cpu").replace(" ", "_")
+    stem = args.out / f"overhead_{cfg.backbone.name}_{device_name}_{time.strftime('%Y%m')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [f"# TokenTrim overhead: {cfg.backbone.name}, {env['device_name']}, {env['date_utc']}", "",
+             f"torch {env['torch']}, git {env['git_sha']}; {num_frames} latent frames; {args.repeats} interleaved rounds; "
+             f"overrides: {' '.join(args.overrides) or '-'}", "",
+             "| variant | median s | min s | max s | overhead x | triggers / tested batches |", "|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {r['overhead_x']:.3f} | {r['triggers']} / {r['tested_batches']} |"
+              for n, r in rows.items()]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
