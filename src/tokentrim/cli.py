@@ -136,7 +136,13 @@ def vbench_check(cfg: DictConfig) -> None:
     from tokentrim.scoring import check_dimensions, format_check
 
     scorer = cfg.scorer if cfg.scorer.name == "vbench" else OmegaConf.load(CONF_DIR / "scorer" / "vbench.yaml")
-    status = check_dimensions(scorer.get("dimensions"), cache_dir=scorer.get("cache_dir"), torch_home=scorer.get("torch_home"), hf_home=scorer.get("hf_home"))
+    status = check_dimensions(
+        scorer.get("dimensions"), cache_dir=scorer.get("cache_dir"), torch_home=scorer.get("torch_home"),
+        hf_home=scorer.get("hf_home"), slow_fast=bool(scorer.get("slow_fast", False)),
+        slow_fast_dimensions=list(scorer.get("slow_fast_dimensions") or ["subject_consistency"]),
+        slow_fast_mapping_dir=scorer.get("slow_fast_mapping_dir"), dinov2_path=scorer.get("dinov2_path"),
+        scene_split=bool(scorer.get("scene_split", False)),
+    )
     sys.stdout.write(format_check(status) + "\n")
 
 

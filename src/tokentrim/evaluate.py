@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 VBENCH_ARGS = (
     "cache_dir", "torch_home", "hf_home", "device", "clip_dir", "long_protocol", "long_min_seconds", "clip_seconds",
     "clip_crf", "slow_fast", "chunk_size", "num_shards", "shard_index", "num_workers", "devices", "full_info_path",
-    "imaging_quality_preprocessing_mode",
+    "imaging_quality_preprocessing_mode", "scene_split", "scene_threshold", "scene_min_frames",
+    "slow_fast_dimensions", "slow_fast_mapping_dir", "dinov2_path", "slow_fast_w_inclip", "slow_fast_w_clip2clip",
 )
 
 
