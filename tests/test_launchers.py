@@ -61,7 +61,8 @@ def assert_run_dir_complete(run: Path, names: list[str]) -> None:
 def test_launcher_configs_compose_against_their_plugin_schemas() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         multigpu = compose("config", overrides=["launcher=multigpu", "shard.count=4"], return_hydra_config=True)
-        slurm = compose("config", overrides=["launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        slurm = compose("config", overrides=["launcher=slurm", "hydra.launcher.partition=gpu"],
+                        return_hydra_config=True)
         joblib = compose("config", overrides=["launcher=joblib"], return_hydra_config=True)
         local = compose("config", return_hydra_config=True)
     assert multigpu.launcher.name == "multigpu" and multigpu.hydra.launcher.n_jobs == 4

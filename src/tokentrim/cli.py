@@ -146,9 +146,9 @@ def vbench_check(cfg: DictConfig) -> None:
     sys.stdout.write(format_check(status) + "\n")
 
 
-def _dispatch(command: str, cfg: DictConfig) -> None:
+def _dispatch(command: str, cfg: DictConfig) -> float | None:
     try:
-        _run_command(command, cfg)
+        return _run_command(command, cfg)
     except (ValueError, FileNotFoundError) as err:  # config / input errors: one line, nothing half-written
         logger.error("tokentrim %s: %s", command, err)
         raise SystemExit(1) from None
@@ -158,15 +158,19 @@ _COMMAND = ["run"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def _app(cfg: DictConfig) -> None:
-    _dispatch(_COMMAND[0], cfg)
+def _app(cfg: DictConfig) -> float | None:
+    return _dispatch(_COMMAND[0], cfg)
 
 
-def _run_command(command: str, cfg: DictConfig) -> None:
+def _run_command(command: str, cfg: DictConfig) -> float | None:
+    """Run `command`; `run` returns the variant's Final Score (the objective of `hparams_search=optuna`)."""
     if command == "run":
+        from tokentrim.sweep import final_score
+
         generate_stage(cfg)
         score_stage(cfg)
         report_stage(cfg)
+        return final_score(run_dir_of(cfg))
     elif command == "generate":
         generate_stage(cfg)
     elif command == "score":

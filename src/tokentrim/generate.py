@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,6 +150,7 @@ def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device:
 
 
 def _is_done(run_dir: Path, job: Job) -> bool:
+    """Done = all three files exist; meta is written last (atomically), so a killed video is redone from scratch."""
     return all((run_dir / sub / f"{job.name}{ext}").exists() for sub, ext in (("videos", ".mp4"), ("events", ".jsonl"), ("meta", ".json")))
 
 
@@ -178,9 +181,10 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
         from safetensors.torch import save_file
 
         (run_dir / "latents").mkdir(exist_ok=True)
-        tmp = run_dir / "latents" / f".{job.name}.tmp"
-        save_file({"latents": latents[0].float().cpu().contiguous()}, str(tmp))
-        tmp.replace(run_dir / "latents" / f"{job.name}.safetensors")
+        fd, tmp = tempfile.mkstemp(prefix=f".{job.name}.", suffix=".tmp", dir=run_dir / "latents")  # unique per process
+        os.close(fd)
+        save_file({"latents": latents[0].float().cpu().contiguous()}, tmp)
+        os.replace(tmp, run_dir / "latents" / f"{job.name}.safetensors")
     write_video(run_dir / "videos" / f"{job.name}.mp4", frames, backbone.fps)
     write_text_atomic(run_dir / "events" / f"{job.name}.jsonl", "".join(json.dumps(e) + "\n" for e in events))
     meta = {
@@ -208,7 +212,7 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
 
 def write_manifest(run_dir: Path) -> Path:
     """videos.csv from meta/*.json (sorted by video name)."""
-    rows = [json.loads(p.read_text()) for p in sorted((run_dir / "meta").glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted((run_dir / "meta").glob("*.json")) if not p.name.startswith(".")]
     frame = pd.DataFrame(rows)
     return write_text_atomic(run_dir / "videos.csv", frame.to_csv(index=False))
 

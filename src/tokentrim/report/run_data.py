@@ -36,7 +36,7 @@ EVENT_SCALARS: tuple[str, ...] = (
 )
 MAX_SEARCH_DEPTH = 4
 # config leaves never treated as swept parameters (they differ between runs without being ablation knobs)
-NOT_A_PARAMETER = re.compile(r"(seed|dir|path|run_id|output|name|time|date|device|host|_target_)", re.IGNORECASE)
+NOT_A_PARAMETER = re.compile(r"(seed|dir|path|run_id|output|name|time|date|device|host|shard|_target_)", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -169,7 +169,7 @@ def read_events_dir(events_dir: Path) -> pd.DataFrame:
     """All `events/*.jsonl` of a run as one frame (one row per batch); nulls become NaN in numeric columns."""
     rows: list[dict[str, Any]] = []
     if events_dir.is_dir():
-        for path in sorted(events_dir.glob("*.jsonl")):
+        for path in sorted(p for p in events_dir.glob("*.jsonl") if not p.name.startswith(".")):  # skip temp files
             with open(path, encoding="utf-8") as handle:
                 for line_no, line in enumerate(handle, start=1):
                     if not line.strip():

@@ -390,7 +390,7 @@ def _as_jobs(videos: Sequence[VideoJob | str | os.PathLike] | str | os.PathLike)
         folder = Path(videos)
         if not folder.is_dir():
             raise FileNotFoundError(f"videos folder {folder} does not exist")
-        videos = sorted(folder.glob("*.mp4"))
+        videos = sorted(p for p in folder.glob("*.mp4") if not p.name.startswith("."))  # skip temp files
     jobs = [item if isinstance(item, VideoJob) else VideoJob(path=Path(item)) for item in videos]
     names = [job.name for job in jobs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
