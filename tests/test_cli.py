@@ -147,3 +147,22 @@ def test_killed_generation_resumes_without_recomputing_finished_videos(workdir: 
     assert f"3 videos, {len(done)} already done" in out.stdout + out.stderr
     assert first.stat().st_mtime_ns == mtime
     assert len(list(meta.glob("*.json"))) == 3 and len(pd.read_csv(run / "videos.csv")) == 3
+
+
+def test_each_missing_real_backbone_file_is_named_with_its_config_key(workdir: Path) -> None:
+    weights = workdir / "weights"
+    expected = [
+        ("Self-Forcing/checkpoints/self_forcing_dmd.pt", "backbone.checkpoint"),
+        ("Wan2.1-T2V-1.3B/Wan2.1_VAE.pth", "backbone.vae_path"),
+        ("Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth", "backbone.text_encoder_path"),
+        ("Wan2.1-T2V-1.3B/google/umt5-xxl", "backbone.tokenizer_path"),
+    ]
+    for relative, key in expected:  # each run finds the previous files present and names the next missing one
+        proc = tokentrim("generate", "backbone=self_forcing", "prompts=file", f"prompts.path={workdir / 'prompts.txt'}",
+                         f"paths.weights_dir={weights}", f"paths.output_root={workdir / 'out'}", cwd=workdir, check=False)
+        assert proc.returncode == 1
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "not found" in line]
+        assert len(lines) == 1 and str(weights / relative) in lines[0] and key in lines[0], (relative, proc.stderr[-1500:])
+        target = weights / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir() if relative.endswith("umt5-xxl") else target.write_bytes(b"")
