@@ -90,6 +90,12 @@ class Trainer:
         self.rows: list[dict] = []
         self.steps_this_chunk = 0
 
+    def vae_total(self) -> int:
+        return int(self.meta.get("vae_total", self.cfg.vae.steps))
+
+    def dit_total(self) -> int:
+        return int(self.meta.get("dit_total", self.cfg.dit.steps))
+
     def budget_left(self) -> bool:
         """False once this chunk has taken `chunk_steps` optimizer steps (None = no step cap, only max_seconds)."""
         return self.cfg.chunk_steps is None or self.steps_this_chunk < self.cfg.chunk_steps
@@ -100,7 +106,7 @@ class Trainer:
         flat |= {f"text.{k}": v for k, v in self.text_encoder.state_dict().items()}
         flat |= {f"dit.{k}": v for k, v in self.model.state_dict().items()}
         groups = {}
-        for name, opt, active in (("vae_opt", self.vae_opt, self.meta["vae_step"] < self.cfg.vae.steps),
+        for name, opt, active in (("vae_opt", self.vae_opt, self.meta["vae_step"] < self.vae_total()),
                                   ("dit_opt", self.dit_opt, self.meta["dit_step"] > 0)):
             if not active:
                 continue
@@ -217,12 +223,19 @@ def train_vae(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     autoencoder = tr.vae.autoencoder
     num_frames = pixel_frames(cfg.vae.latent_frames)
     last_ckpt = time.time()
-    while tr.meta["vae_step"] < cfg.vae.steps and time.time() < deadline and tr.budget_left():
+    stage_start, steps_at_start = time.time(), tr.meta["vae_step"]
+    while tr.meta["vae_step"] < tr.vae_total() and time.time() < deadline and tr.budget_left():
         step = tr.meta["vae_step"]
+        if cfg.vae.budget_s and "vae_total" not in tr.meta and step >= cfg.vae.warmup:
+            # Fix the cosine horizon from the measured rate, before the decay starts (recorded: a rerun with
+            # vae.steps=<vae_total> vae.budget_s=null takes the same steps).
+            rate = max(1e-6, (time.time() - stage_start) / max(1, step - steps_at_start))
+            tr.meta["vae_total"] = int(min(cfg.vae.steps, step + (cfg.vae.budget_s - (time.time() - stage_start)) / rate))
+            log.info("vae: %.3f s/step -> %d steps in total", rate, tr.meta["vae_total"])
         start = time.time()
         _, pixels = render_clips(cfg.seed, step, batch_size=cfg.vae.batch_size, num_frames=num_frames, spec=spec,
                                  device=device)
-        lr = cosine_lr(step, cfg.vae.lr, cfg.vae.warmup, cfg.vae.steps)
+        lr = cosine_lr(step, cfg.vae.lr, cfg.vae.warmup, tr.vae_total())
         set_lr(tr.vae_opt, lr)
         with autocast(device):
             loss, parts = vae_loss(autoencoder, pixels, kl_weight=cfg.vae.kl_weight, object_weight=cfg.vae.object_weight,
@@ -238,7 +251,7 @@ def train_vae(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
         if time.time() - last_ckpt > cfg.ckpt_every_s:
             tr.save(out_dir)
             last_ckpt = time.time()
-    if tr.meta["vae_step"] >= cfg.vae.steps and tr.meta["latents_mean"] is None:
+    if tr.meta["vae_step"] >= tr.vae_total() and tr.meta["latents_mean"] is None:
         tr.vae.eval()
         _, pixels = render_clips(cfg.seed + 7, 0, batch_size=cfg.vae.stats_batch,
                                  num_frames=pixel_frames(cfg.dit.window_latent_frames), spec=spec, device=device)
@@ -279,18 +292,38 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     sampler_t = sorted({t for shift in cfg.dit.discrete_shifts for t in sampler_timesteps_of(sampler | {"shift": shift})})
     pool, pool_prompts, pool_index = None, [], -1
     last_ckpt = time.time()
-    while tr.meta["dit_step"] < cfg.dit.steps and time.time() < deadline and tr.budget_left():
+    stage_start, steps_at_start = time.time(), tr.meta["dit_step"]
+    pool_s, last_pool_s = 0.0, 0.0
+    while tr.meta["dit_step"] < tr.dit_total() and time.time() < deadline and tr.budget_left():
         step = tr.meta["dit_step"]
+        done = step - steps_at_start
+        if cfg.dit.auto_steps and "dit_total" not in tr.meta and done >= 20 and (
+                time.time() - stage_start > 45 or step >= cfg.dit.warmup):
+            # Fit the run to this chunk's deadline: total steps from the measured rate, the last decay_frac of them
+            # decaying (recorded: a rerun with dit.steps=<dit_total> dit.decay_steps=<dit_decay_steps>
+            # dit.auto_steps=false takes the same steps, since the lr before the decay does not depend on them).
+            # per step: the optimizer steps so far (pool builds excluded) + the amortized cost of a pool build
+            rate = max(1e-6, (time.time() - stage_start - pool_s) / done + last_pool_s / cfg.dit.pool_steps)
+            total = int(step + 0.93 * (deadline - time.time()) / rate)
+            tr.meta["dit_total"] = min(cfg.dit.steps, total)
+            tr.meta["dit_decay_steps"] = int(cfg.dit.decay_frac * tr.meta["dit_total"])
+            log.info("dit: %.3f s/step -> %d steps in total, the last %d decaying", rate, tr.meta["dit_total"],
+                     tr.meta["dit_decay_steps"])
         start = time.time()
         if step // cfg.dit.pool_steps != pool_index:
             pool_index = step // cfg.dit.pool_steps
+            pool_start = time.time()
             pool, pool_prompts = build_pool(tr, pool_index, spec)
+            last_pool_s = time.time() - pool_start
+            pool_s += last_pool_s
+            log.info("dit: pool %d built in %.1f s", pool_index, last_pool_s)
         g = step_generator(cfg.seed, step, stream=3)
         g_noise = step_generator(cfg.seed, step, stream=4, device=device)
         idx = torch.randint(len(pool_prompts), (cfg.dit.batch_size,), generator=g)
         latents = pool[idx.to(device)]
         prompts = [pool_prompts[i] for i in idx.tolist()]
-        lr = wsd_lr(step, cfg.dit.lr, cfg.dit.warmup, cfg.dit.steps, cfg.dit.decay_steps, cfg.dit.min_lr_ratio)
+        lr = wsd_lr(step, cfg.dit.lr, cfg.dit.warmup, tr.dit_total(), tr.meta.get("dit_decay_steps", cfg.dit.decay_steps),
+                    cfg.dit.min_lr_ratio)
         set_lr(tr.dit_opt, lr)
         with autocast(device):
             loss = dit_loss(tr.model, tr.text_encoder, latents, prompts, mask, block_frames=cfg.sampler.block_frames,
@@ -450,11 +483,10 @@ def main(cfg: DictConfig) -> None:
     chunk = {"start": {"vae": tr.meta["vae_step"], "dit": tr.meta["dit_step"]}, "device": str(device)}
     if device.type == "cuda":
         chunk["device_name"] = torch.cuda.get_device_name()
-    if "vae" in stages and tr.meta["vae_step"] < cfg.vae.steps or (
-            "vae" in stages and tr.meta["latents_mean"] is None):
+    if "vae" in stages and (tr.meta["vae_step"] < tr.vae_total() or tr.meta["latents_mean"] is None):
         train_vae(tr, deadline, out_dir, spec)
         trained = True
-    if "dit" in stages and tr.meta["latents_mean"] is not None and tr.meta["dit_step"] < cfg.dit.steps:
+    if "dit" in stages and tr.meta["latents_mean"] is not None and tr.meta["dit_step"] < tr.dit_total():
         train_dit(tr, deadline, out_dir, spec)
         trained = True
     if trained:
