@@ -166,3 +166,18 @@ def test_each_missing_real_backbone_file_is_named_with_its_config_key(workdir: P
         target = weights / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.mkdir() if relative.endswith("umt5-xxl") else target.write_bytes(b"")
+
+
+def test_default_embedded_tinyworld_job_scores_ground_truth_and_flicker(tmp_path: Path) -> None:
+    prompt = "a small blue diamond bounces up and down over a dark purple gradient background"
+    tokentrim("run", f"paths.output_root={tmp_path / 'out'}", f"prompts.prompts=[{prompt!r}]".replace("'", '"'),
+              "backbone.video.num_latent_frames=12", "report.n_boot=20", cwd=tmp_path)
+    exp = tmp_path / "out" / "default"
+    for variant in ("baseline", "tokentrim"):
+        scores = pd.read_csv(exp / "tiny" / variant / "scores.csv")
+        assert set(scores["scorer"]) == {"tinyworld", "vbench"}
+        assert {"object_count", "colour_fidelity", "shape_persistence", "trajectory", "background_stability",
+                "temporal_flickering"} <= set(scores["dimension"])
+        assert scores["score"].between(0, 1).all()
+    table = (exp / "table.md").read_text()
+    assert "object_count (extra)" in table and "partial: 1/16 dimensions" in table

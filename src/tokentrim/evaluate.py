@@ -39,7 +39,10 @@ def score(scorer: Mapping[str, Any], run_dir: Path, *, score_cache_dir: str | No
     name = scorer.get("name")
     vbench_dims = scorer.get("dimensions") if name == "vbench" else scorer.get("vbench_dimensions", ["temporal_flickering"])
     if name == "vbench" or vbench_dims:
-        kwargs = {k: scorer[k] for k in VBENCH_ARGS if k in scorer and scorer[k] is not None}
+        if name == "vbench":
+            kwargs = {k: scorer[k] for k in VBENCH_ARGS if k in scorer and scorer[k] is not None}
+        else:  # tinyworld: its clip length applies to the VBench dimensions scored beside it
+            kwargs = {"clip_seconds": {d: float(scorer.get("clip_seconds", 2.0)) for d in vbench_dims}}
         summary = score_videos(jobs, scores_csv=scores_csv, dimensions=vbench_dims, score_cache_dir=scorer.get("score_cache_dir") or score_cache_dir, **kwargs)
         logger.info("vbench: %s", summary.describe())
     if name == "tinyworld":

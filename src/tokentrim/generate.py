@@ -124,26 +124,26 @@ def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Back
             runners.append((cfg, run_dir, {j.name: j for j in todo}, pipeline))
         num_frames = first.num_latent_frames or backbone.num_latent_frames
         warm_prompt = next(j.prompt for _, _, todo in plans for j in todo)
-        _warm_up(backbone, runners[0][3], warm_prompt, num_frames, device, dtype)
+        _warm_up(backbone, runners[0][3], warm_prompt, num_frames, device)
         names = dict.fromkeys(j.name for _, _, todo in plans for j in todo)  # first-seen order, no duplicates
         order = [(runner, runner[2][name]) for name in names for runner in runners if name in runner[2]]
         for (cfg, run_dir, _, pipeline), job in tqdm(order, desc="videos", unit="video"):
-            _generate_one(job, backbone, pipeline, run_dir, num_frames, cfg, device, dtype)
+            _generate_one(job, backbone, pipeline, run_dir, num_frames, cfg, device)
     for _, run_dir, _ in plans:
         write_manifest(run_dir)
     return [run_dir for _, run_dir, _ in plans]
 
 
-def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str, dtype: torch.dtype) -> None:
+def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str) -> None:
     """One short untimed rollout (lazy initialisation, allocator, kernels), so the first timed video is not slower."""
     block = int(backbone.sampler.get("block_frames", 3))
     frames = min(num_frames, block * int(backbone.sampler.get("window_blocks", 1)))  # Rolling Forcing: one full window
     generator = torch.Generator(device=device).manual_seed(0)
     shape = (1, frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
-    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    noise = torch.randn(shape, generator=generator, device=device)  # latents in fp32 (see _generate_one)
     trim, pipeline.trim = pipeline.trim, None
     try:
-        pipeline(noise, backbone.encode_prompt(prompt), noise_source=lambda s: torch.randn(s, generator=generator, device=device, dtype=dtype))
+        pipeline(noise, backbone.encode_prompt(prompt), noise_source=lambda s: torch.randn(s, generator=generator, device=device))
     finally:
         pipeline.trim = trim
     _sync(device)
@@ -154,10 +154,11 @@ def _is_done(run_dir: Path, job: Job) -> bool:
     return all((run_dir / sub / f"{job.name}{ext}").exists() for sub, ext in (("videos", ".mp4"), ("events", ".jsonl"), ("meta", ".json")))
 
 
-def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device, dtype) -> None:
+def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device: str) -> None:
     generator = torch.Generator(device=device).manual_seed(job.seed)
     shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
-    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)  # [1, T, C, h, w]
+    # latents stay fp32 whatever the model's dtype (the model casts its input; x0 / re-noising in fp32)
+    noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)  # [1, T, C, h, w]
     events: list[dict] = []
     bar = tqdm(total=num_frames // backbone.sampler.get("block_frames", 3), desc="blocks", unit="block", leave=False)
 
@@ -169,7 +170,7 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
     _sync(device)
     start = time.perf_counter()
     latents = pipeline(
-        noise, context_kv, noise_source=lambda s: torch.randn(s, generator=generator, device=device, dtype=dtype), on_event=on_event
+        noise, context_kv, noise_source=lambda s: torch.randn(s, generator=generator, device=device), on_event=on_event
     )
     _sync(device)
     wall_s = time.perf_counter() - start

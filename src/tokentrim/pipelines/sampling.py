@@ -37,10 +37,11 @@ def sigma_of(t: float, shift: float) -> float:
 
 
 def flow_to_x0(flow: torch.Tensor, x_t: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x0 = x_t - sigma * v (flow v = noise - x0), in float64 as Self Forcing's wrapper, cast back."""
-    return (x_t.double() - sigma * flow.double()).to(flow.dtype)
+    """x0 = x_t - sigma * v (flow v = noise - x0), in float64 as Self Forcing's wrapper, cast back to the wider of
+    the two dtypes (fp32 latents stay fp32 under a bf16 model: a FlowMo step of 1e-3 is below bf16 resolution)."""
+    return (x_t.double() - sigma * flow.double()).to(torch.promote_types(flow.dtype, x_t.dtype))
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x_t = (1 - sigma) x0 + sigma * noise, in the noise's dtype."""
-    return ((1 - sigma) * x0 + sigma * noise).type_as(noise)
+    """x_t = (1 - sigma) x0 + sigma * noise, in the wider of the two dtypes."""
+    return ((1 - sigma) * x0 + sigma * noise).to(torch.promote_types(x0.dtype, noise.dtype))
