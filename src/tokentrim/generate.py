@@ -193,6 +193,7 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
         "prompt": job.prompt,
         "seed": job.seed,
         "backbone": backbone.name,
+        "device": str(device),
         "trim": cfg.trim.name,
         "init": init_name(cfg.init),
         "num_frames": int(frames.shape[0]),
