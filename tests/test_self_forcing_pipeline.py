@@ -238,3 +238,13 @@ def test_trim_needs_batch_size_one():
     pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(), trim=TokenTrim(TokenTrimConfig()))
     with pytest.raises(ValueError, match="batch size"):
         pipe(torch.zeros(2, 3, 16, HEIGHT, WIDTH), CONTEXT_KV, noise_source=torch.randn)
+
+
+def test_first_step_retests_cost_one_step_per_retry_until_accepted():
+    """With drift_source=first_step, retest and R = 3, a batch that triggers on its first test and on its first
+    retest, then passes, costs 1 (first test) + 1 (first retest) + 1 (second retest) + 3 (finish) = 6 calls instead
+    of 4 (without the early stop of re-tested regenerations it would be 1 + 4 + 4 = 9)."""
+    cfg = TokenTrimConfig(p=P, drift_source="first_step", retest=True, max_retries=3)
+    _, events, rec, _ = run(ForcedTrim(cfg, trigger_at={2}, budget=2))
+    assert events[1]["triggered"] and events[1]["retries"] == 2
+    assert rec.calls == base_calls() + 2

@@ -163,7 +163,9 @@ class SelfForcingPipeline:
             if cfg_trim.regen_noise == "fresh":
                 block_noise = noise_source(shape)
                 renoise = [noise_source(shape) for _ in self.timesteps[1:]]
-            x0, x0_first = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False)
+            # with first-step tests, a regeneration that may be re-tested and retried stops after step 1 too
+            may_retry = first_step_only and cfg_trim.retest and retries < cfg_trim.max_retries
+            x0, x0_first = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, may_retry)
             decision = self.trim.retest(self._tokens(x0_first if first_step_only else x0))
             if not cfg_trim.retest:
                 break
