@@ -2,14 +2,16 @@
 
 Variants: TokenTrim at forced trigger rates 0% (every batch tested, none triggers), ~10% (every 10th batch, about
 the paper's regime) and 100% (every tested batch), natural triggering with the paper's defaults, and FlowMo on the
-first batch. Any backbone of `conf/backbone` (Hydra overrides after `--`), e.g. on CPU with the embedded model:
+first batch. Every round generates the first `--num-prompts` prompts of the config's prompt set with every variant
+(a fixed prompt set for natural triggering); `--speed` sets the DiT's execution levers (same syntax as
+`official_side_by_side.py --ours-variants`, e.g. compile+cudnn), so the overhead is measured on the fast generator. Any backbone of `conf/backbone` (Hydra overrides after `--`), e.g. on CPU with the embedded model:
 
     python bench/overhead.py --repeats 5 -- backbone=tiny
     python bench/overhead.py --repeats 5 -- backbone=self_forcing backbone.random_weights=true device=cuda dtype=bfloat16
 
-Protocol: one untimed warm-up video per variant; then `--repeats` rounds, each generating the same prompt/seed with
-every variant in turn; generation wall time (DiT + TokenTrim, no VAE decode) per video, median and min/max over
-rounds; overhead x = median variant / median baseline. Results: bench/results/overhead_<device>_<yyyymm>.{json,md}.
+Protocol: one untimed warm-up video per variant; then `--repeats` rounds, each generating the same prompts/seed with
+every variant in turn (A B C ... per prompt); generation wall time (DiT + TokenTrim, no VAE decode) per round summed
+over the prompts, median and min/max over rounds; overhead x = median variant / median baseline. Results: bench/results/overhead_<device>_<yyyymm>.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ForcedTrim  # noqa: E402  (bench-only helper shared with throughput.py)
+from official_side_by_side import parse_variant  # noqa: E402  (bench-only helpers)
+from throughput import ForcedTrim  # noqa: E402
 
 from tokentrim.backbones import build_backbone, make_pipeline  # noqa: E402
 from tokentrim.env_info import collect_env  # noqa: E402
@@ -50,6 +53,9 @@ def variants() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", default=",".join(variants()), help="comma-separated subset of the variants")
+    parser.add_argument("--num-prompts", type=int, default=1, help="first N prompts of the config's prompt set")
+    parser.add_argument("--speed", default="eager", help="DiT speed levers, e.g. compile+cudnn (see parse_variant)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the tokentrim config (after --)")
     args = parser.parse_args()
@@ -57,13 +63,22 @@ def main() -> None:
         cfg = compose("config", overrides=args.overrides)
     device, dtype = cfg.device, DTYPES[cfg.dtype]
     backbone = build_backbone(OmegaConf.to_container(cfg.backbone, resolve=True), device=device, dtype=dtype)
-    prompt = load_prompts(cfg.prompts)[0]
+    if args.num_prompts < 1:
+        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
+    prompts = load_prompts(cfg.prompts)[: args.num_prompts]
+    speed = parse_variant(args.speed)
+    if hasattr(backbone.model, "set_speed"):
+        backbone.model.set_speed(speed)
     num_frames = cfg.num_latent_frames or backbone.num_latent_frames
-    context_kv = backbone.encode_prompt(prompt)
+    contexts = [backbone.encode_prompt(p) for p in prompts]
     shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
-    pipes = {name: (make_pipeline(backbone, trim=trim, flowmo=flowmo), trim) for name, (trim, flowmo) in variants().items()}
+    chosen = [v for v in args.variants.split(",") if v]
+    if "baseline" not in chosen or set(chosen) - set(variants()):
+        raise ValueError(f"--variants must include baseline and name only {sorted(variants())}, got {chosen}")
+    pipes = {name: (make_pipeline(backbone, trim=trim, flowmo=flowmo), trim) for name, (trim, flowmo) in variants().items()
+             if name in chosen}
 
-    def one_video(pipe, seed: int) -> tuple[float, int, int]:
+    def one_video(pipe, seed: int, context_kv) -> tuple[float, int, int]:
         g = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(shape, generator=g, device=device)  # fp32 latents, as in generation
         events: list[dict] = []
@@ -79,14 +94,21 @@ def main() -> None:
             torch.cuda.synchronize()
 
     for pipe, _ in pipes.values():  # warm-up, excluded
-        one_video(pipe, seed=0)
+        one_video(pipe, seed=0, context_kv=contexts[0])
     times: dict[str, list[float]] = {name: [] for name in pipes}
     rates: dict[str, tuple[int, int]] = {}
     for r in range(args.repeats):
-        for name, (pipe, _) in pipes.items():
-            wall, triggers, tested = one_video(pipe, seed=1)  # same prompt and seed every round
-            times[name].append(wall)
-            rates[name] = (triggers, tested)
+        round_s = {name: 0.0 for name in pipes}
+        round_rates = {name: [0, 0] for name in pipes}
+        for context_kv in contexts:
+            for name, (pipe, _) in pipes.items():
+                wall, triggers, tested = one_video(pipe, seed=1, context_kv=context_kv)  # same prompts and seed every round
+                round_s[name] += wall
+                round_rates[name][0] += triggers
+                round_rates[name][1] += tested
+        for name in pipes:
+            times[name].append(round_s[name])
+            rates[name] = tuple(round_rates[name])
     base = statistics.median(times["baseline"])
     rows = {
         name: {
@@ -96,7 +118,8 @@ def main() -> None:
         for name, ts in times.items()
     }
     env = collect_env(str(device))
-    result = {"backbone": cfg.backbone.name, "prompt": prompt, "latent_frames": num_frames, "repeats": args.repeats,
+    result = {"backbone": cfg.backbone.name, "prompts": prompts, "latent_frames": num_frames, "repeats": args.repeats,
+              "speed": vars(speed),
               "overrides": args.overrides, "variants": rows, "env": env,
               "protocol": __doc__.split("Protocol: ")[1].split("Results:")[0].strip()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +127,8 @@ def main() -> None:
     stem = args.out / f"overhead_{cfg.backbone.name}_{device_name}_{time.strftime('%Y%m')}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [f"# TokenTrim overhead: {cfg.backbone.name}, {env['device_name']}, {env['date_utc']}", "",
-             f"torch {env['torch']}, git {env['git_sha']}; {num_frames} latent frames; {args.repeats} interleaved rounds; "
+             f"torch {env['torch']}, git {env['git_sha']}; {num_frames} latent frames; {len(prompts)} prompt(s) per round; "
+             f"{args.repeats} interleaved rounds; speed levers: {args.speed}; "
              f"overrides: {' '.join(args.overrides) or '-'}", "",
              "| variant | median s | min s | max s | overhead x | triggers / tested batches |", "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {r['overhead_x']:.3f} | {r['triggers']} / {r['tested_batches']} |"

@@ -13,7 +13,8 @@ the contiguous view [:length + L] -- the same zero-copy scheme as Self Forcing's
 (noisy) K/V sits in the slot that the clean K/V later overwrites. `commit` makes the staged block permanent.
 
 Pruning (TokenTrim) removes entries physically: the kept entries are gathered to the front with one
-index_select over all layers, so fused attention kernels need no mask. Removal and a -inf logit are the same
+index_select per layer (so the temporary is one layer's entries, not the whole cache), so fused attention
+kernels need no mask. Removal and a -inf logit are the same
 under softmax; zeroing K/V would not be (a zero key still takes softmax weight).
 """
 
@@ -127,8 +128,9 @@ class CachedEntries(ABC):
         evicted = sum(self.frame_len[first : first + num_frames])
         rest = self.length - start - evicted
         for buf in (self.k, self.v):
-            # tokens are dim 3 of [Y, B, n, T, d]: [start + evicted, length) -> [start, start + rest); clone: overlap
-            buf[:, :, :, start : start + rest] = buf[:, :, :, start + evicted : self.length].clone()
+            for layer in range(self.num_layers):  # per layer: the overlap clone is 1/Y of the cache, not all of it
+                # tokens are dim 2 of [B, n, T, d]: [start + evicted, length) -> [start, start + rest); clone: overlap
+                buf[layer, :, :, start : start + rest] = buf[layer, :, :, start + evicted : self.length].clone()
         for buf in (self.entry_frame, self.entry_token):
             buf[start : start + rest] = buf[start + evicted : self.length].clone()  # [T]
         self.entry_frame[start + rest : self.length] = -1
@@ -138,15 +140,16 @@ class CachedEntries(ABC):
         del self.frame_len[first : first + num_frames]
 
     def _keep_entries(self, keep: torch.Tensor) -> int:
-        """Gather kept entries to the front of every layer's buffer (one index_select per K and V)."""
+        """Gather kept entries to the front of every layer's buffer (one index_select per layer for K and V)."""
         keep_idx = keep.nonzero().squeeze(1)  # [kept]
         kept = keep_idx.numel()
         removed = self.length - kept
         if removed == 0:
             return 0
-        # [Y, B, n, length, d] -> [Y, B, n, kept, d]
-        self.k[:, :, :, :kept] = self.k[:, :, :, : self.length].index_select(3, keep_idx)
-        self.v[:, :, :, :kept] = self.v[:, :, :, : self.length].index_select(3, keep_idx)
+        for buf in (self.k, self.v):
+            for layer in range(self.num_layers):  # per layer: the gathered temporary is 1/Y of the cache
+                # [B, n, length, d] -> [B, n, kept, d]
+                buf[layer, :, :, :kept] = buf[layer, :, :, : self.length].index_select(2, keep_idx)
         self.entry_frame[:kept] = self.entry_frame[: self.length][keep_idx]
         self.entry_token[:kept] = self.entry_token[: self.length][keep_idx]
         self.entry_frame[kept : self.length] = -1

@@ -10,14 +10,20 @@ per frame, L = F*N query tokens, D model dim, n heads, d = D/n head dim, S text 
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tokentrim.cache import KVCache
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,51 @@ class WanConfig:
     num_heads: int = 12
     num_layers: int = 30
     eps: float = 1e-6
+
+
+#: Names accepted by `WanSpeedConfig.attention_backends` (torch SDPA kernels).
+SDPA_BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+#: torch >= 2.6 honours the order of a backend list only with `set_priority=True`.
+_SDPA_HAS_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
+
+
+@dataclass(frozen=True)
+class WanSpeedConfig:
+    """Execution knobs of `CausalWanModel` that leave the math unchanged (issue #9; A/B'd by bench/official_side_by_side.py).
+
+    Args:
+        attention_backends (`tuple[str, ...]`, default `()`): SDPA kernels for the cached self-attention, in priority
+            order, from `SDPA_BACKENDS` ("cudnn" = cuDNN fused attention, fastest on Hopper in our bench; "flash" =
+            FlashAttention-2 in torch). `()` = torch's own choice (flash on H100 for bf16).
+        compile_blocks (`bool`, default False): `torch.compile` each block's two fixed-shape regions, the part before
+            the cached self-attention (norm, modulation, QKV, RMS norms, RoPE) and the part after it (output
+            projection, gate, cross-attention, FFN). The attention over the cache, whose length grows block by block,
+            stays eager, so the compiled regions see one shape per block size and never recompile for cache growth.
+            Fusing the fp32 norm/RoPE elementwise chains is where the gain is (they are ~1/3 of eager block time).
+        compile_mode (`str`, default "default"): `torch.compile(mode=...)`; CUDA graphs are not used (the attention
+            between the regions has a different shape every block).
+        compile_backend (`str`, default "inductor"): "aot_eager" traces without generating kernels (CPU tests).
+        compile_fullgraph (`bool`, default False): refuse graph breaks inside a region (tests use True).
+    """
+
+    attention_backends: tuple[str, ...] = ()
+    compile_blocks: bool = False
+    compile_mode: str = "default"
+    compile_backend: str = "inductor"
+    compile_fullgraph: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention_backends", tuple(str(b) for b in self.attention_backends))
+        unknown = [b for b in self.attention_backends if b not in SDPA_BACKENDS]
+        if unknown:
+            raise ValueError(f"speed.attention_backends must be names from {sorted(SDPA_BACKENDS)}, got {unknown}")
+        if len(set(self.attention_backends)) != len(self.attention_backends):
+            raise ValueError(f"speed.attention_backends must not repeat a backend, got {list(self.attention_backends)}")
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
@@ -139,15 +190,31 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x: [B, L, D] -> [B, L, D]. With a cache, the block attends to the committed entries and itself;
         without, to the whole call under `attn_mask` ([L, L] bool, True = attend; None = bidirectional)."""
+        q, k, v = self.qkv(x, cos, sin)
+        if cache is not None:
+            k, v = cache.stage(layer, k, v)  # -> [B, n, length + L, d]
+        return self.project_out(self.attend(q, k, v, attn_mask))
+
+    sdpa_backends: tuple[SDPBackend, ...] = ()  # set by `CausalWanModel.set_speed`
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: [B, L, D] -> rotated q, rotated k, v: [B, n, L, d]."""
         batch_size, num_tokens, _ = x.shape
         heads = (batch_size, num_tokens, self.num_heads, self.head_dim)
         q = self.norm_q(self.q(x)).view(heads).transpose(1, 2)  # [B, L, D] -> [B, n, L, d]
         k = self.norm_k(self.k(x)).view(heads).transpose(1, 2)  # [B, n, L, d]
         v = self.v(x).view(heads).transpose(1, 2)  # [B, n, L, d]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.stage(layer, k, v)  # -> [B, n, length + L, d]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, n, L, d]
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """SDPA of q [B, n, L, d] over k, v [B, n, K, d] -> [B, n, L, d], on the configured kernels."""
+        if not self.sdpa_backends:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        options = {"set_priority": True} if _SDPA_HAS_PRIORITY else {}
+        with sdpa_kernel(list(self.sdpa_backends), **options):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+    def project_out(self, out: torch.Tensor) -> torch.Tensor:
         return self.o(out.transpose(1, 2).flatten(2))  # [B, n, L, d] -> [B, L, D]
 
 
@@ -177,6 +244,10 @@ class CrossAttention(nn.Module):
 
 
 class CausalWanBlock(nn.Module):
+    # compiled region functions installed by `set_speed`; None = the eager methods
+    _before_fn: Callable | None = None
+    _after_fn: Callable | None = None
+
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float):
         super().__init__()
         self.norm1 = WanLayerNorm(dim, eps)
@@ -198,20 +269,51 @@ class CausalWanBlock(nn.Module):
         layer: int,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: [B, L, D]; e: [B, F, 6, D] per-frame modulation (broadcast over each frame's N tokens)."""
-        num_frames = e.shape[1]
+        """x: [B, L, D]; e: [B, F, 6, D] per-frame modulation (broadcast over each frame's N tokens).
+
+        Runs as [region 1] -> cached self-attention -> [region 2]; the regions are `torch.compile`d when the model's
+        `WanSpeedConfig.compile_blocks` is on (same math, fused kernels)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)  # 6 x [B, F, 1, D]
+        # 1. Self-attention
+        q, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)
+        if cache is not None:
+            k, v = cache.stage(layer, k, v)  # -> [B, n, length + L, d]
+        attn = self.self_attn.attend(q, k, v, attn_mask)  # [B, n, L, d]
+        # 2. Cross-attention and 3. feed-forward
+        return (self._after_fn or self.after_attention)(x, attn, gate1, shift2, scale2, gate2, context_kv)
+
+    def set_speed(self, speed: WanSpeedConfig) -> None:
+        """Install eager or compiled region functions (compiled wrappers are built once per setting and reused)."""
+        self.self_attn.sdpa_backends = tuple(SDPA_BACKENDS[b] for b in speed.attention_backends)
+        if not speed.compile_blocks:
+            self._before_fn = self._after_fn = None
+            return
+        key = (speed.compile_mode, speed.compile_backend, speed.compile_fullgraph)
+        compiled = self.__dict__.setdefault("_compiled_regions", {})
+        if key not in compiled:
+            options = dict(mode=speed.compile_mode, backend=speed.compile_backend, fullgraph=speed.compile_fullgraph,
+                           dynamic=False)
+            compiled[key] = (torch.compile(self.before_attention, **options),
+                             torch.compile(self.after_attention, **options))
+        self._before_fn, self._after_fn = compiled[key]
+
+    def before_attention(self, x, shift1, scale1, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Region 1: modulated norm1 then QKV with RMS norms and RoPE. x: [B, L, D] -> q, k, v [B, n, L, d]."""
+        num_frames = shift1.shape[1]
+        h = self.norm1(x).unflatten(1, (num_frames, -1))  # [B, L, D] -> [B, F, N, D]
+        h = (h * (1 + scale1) + shift1).flatten(1, 2)  # -> [B, L, D]
+        return self.self_attn.qkv(h, cos, sin)
+
+    def after_attention(self, x, attn, gate1, shift2, scale2, gate2, context_kv) -> torch.Tensor:
+        """Region 2: output projection and gated residual, cross-attention, modulated FFN. -> [B, L, D]."""
+        num_frames = gate1.shape[1]
 
         def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, F, N, D]
             return t.unflatten(1, (num_frames, -1))
 
-        # 1. Self-attention
-        h = (per_frame(self.norm1(x)) * (1 + scale1) + shift1).flatten(1, 2)
-        y = self.self_attn(h, cos, sin, cache, layer, attn_mask)
+        y = self.self_attn.project_out(attn)  # [B, n, L, d] -> [B, L, D]
         x = x + (per_frame(y) * gate1).flatten(1, 2)
-        # 2. Cross-attention
         x = x + self.cross_attn(self.norm3(x), context_kv)
-        # 3. Feed-forward
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
         return x + (per_frame(y) * gate2).flatten(1, 2)
 
@@ -236,7 +338,7 @@ class CausalWanModel(nn.Module):
     Args: see `WanConfig` (every field is a keyword argument here).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, speed: WanSpeedConfig | dict | None = None, **kwargs):
         super().__init__()
         self.config = cfg = WanConfig(**{k: tuple(v) if k == "patch_size" else v for k, v in kwargs.items()})
         if cfg.dim % cfg.num_heads:
@@ -251,6 +353,21 @@ class CausalWanModel(nn.Module):
             CausalWanBlock(cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.eps) for _ in range(cfg.num_layers)
         )
         self.head = CausalHead(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
+        self.speed = WanSpeedConfig()
+        if speed is not None:
+            self.set_speed(speed)
+
+    def set_speed(self, speed: WanSpeedConfig | dict) -> None:
+        """Switch execution levers (attention kernels, compiled block regions) in place; weights are untouched,
+        so a benchmark can A/B them on one model. `speed` may be a `WanSpeedConfig` or its fields as a dict."""
+        if isinstance(speed, dict):
+            speed = WanSpeedConfig(**speed)
+        if not isinstance(speed, WanSpeedConfig):
+            raise TypeError(f"speed must be a WanSpeedConfig or dict, got {type(speed).__name__}")
+        for block in self.blocks:
+            block.set_speed(speed)
+        self.speed = speed
+        logger.debug("CausalWanModel speed levers: %s", speed)
 
     @property
     def head_dim(self) -> int:

@@ -1,0 +1,727 @@
+"""Our Self Forcing generator vs the official one, side by side: same GPU, same config, same random weights.
+
+The official code (guandeh17/Self-Forcing) is imported from a local checkout (`--official-sf PATH`, never vendored):
+its `CausalWanModel` is built at the Wan2.1-T2V-1.3B config and given OUR model's state dict (the key names are the
+same; strict load), and its `pipeline/causal_inference.py::CausalInferencePipeline` runs the chunk-wise loop with the
+text encoder replaced by fixed random prompt embeddings [1, 512, 4096] and the VAE by an identity (the decode is
+timed separately). Its flash-attn calls are routed to torch SDPA in the inputs' dtype (flash-attn is not installable
+on our GPU machines; this is what flash-attn computes, on torch's kernels). Official `wan/modules/vae.py` `WanVAE_`
+gets random weights; ours (`tokentrim.models.vae.WanVAE`) the SAME weights through our key conversion.
+
+Stages (each in its own try/except: a failed stage is recorded and the next one runs; results are rewritten after
+every stage so a cut-off run still leaves them):
+  forward  one DiT call on an empty cache, ours vs official (numerics, no timing);
+  dit      81 frames (21 latent), official vs each of our speed variants (`--ours-variants`), 1 warm-up each
+           (excluded; its output is the equality check), then `--repeats` rounds interleaved A B C A B C;
+  long     (run last) 30 s rollout (120 latent, 21-frame window, 3 sink frames): official `local_attn_size=21, sink_size=3`
+           (its own rolling KV cache) vs our fastest `dit` variant, `--long-repeats` rounds, interleaved;
+  vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with decode levers
+           (cudnn.benchmark + channels_last_3d);
+  end-to-end FPS = pixel frames / (median DiT s + median decode s).
+Order: forward, dit, vae, end-to-end, long (the longest stage last, so a time limit cuts it first).
+Timing: torch.cuda.synchronize() around each video; first-block latency = start -> end of the first block's last
+denoising call (one extra sync per video, in every variant); peak memory = max_memory_allocated during the video
+minus what was allocated before it, plus the variant's own weights (both models stay resident).
+
+    python bench/official_side_by_side.py --official-sf .official/sf --out $OUT --repeats 5
+    python bench/official_side_by_side.py --official-sf /work/official/sf --tiny --device cpu --out /tmp/sbs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from tokentrim.env_info import collect_env
+from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict
+from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+
+STEP_LIST = [1000, 750, 500, 250]  # official configs/self_forcing_dmd.yaml
+BLOCK_FRAMES = 3
+TIMESTEP_SHIFT = 5.0
+WEIGHT_SEED = 20251127
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one bench setting. Full = the released 81-frame Self Forcing model; tiny = CPU plumbing check."""
+
+    model: dict
+    latent_height: int
+    latent_width: int
+    short_frames: int
+    long_frames: int
+    window_frames: int
+    sink_frames: int
+    vae: dict = field(default_factory=dict)  # WanVAE kwargs (ours); the official gets the same as dim=base_dim
+    vae_latent_frames: int = 21
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_height // 2) * (self.latent_width // 2)
+
+
+FULL = Geometry(model={}, latent_height=60, latent_width=104, short_frames=21, long_frames=120, window_frames=21,
+                sink_frames=3, vae={"base_dim": 96})
+TINY = Geometry(model=dict(text_len=8, dim=64, ffn_dim=128, text_dim=32, num_heads=2, num_layers=2),
+                latent_height=8, latent_width=8, short_frames=6, long_frames=12, window_frames=6, sink_frames=3,
+                vae={"base_dim": 8}, vae_latent_frames=4)
+
+
+def parse_variant(spec: str) -> WanSpeedConfig:
+    """'eager' | '+'-joined levers: cudnn (cuDNN then flash SDPA), flash, math, compile (inductor), aot (aot_eager)."""
+    backends: list[str] = []
+    compile_backend = None
+    for lever in spec.split("+"):
+        if lever == "eager":
+            continue
+        if lever == "cudnn":
+            backends += ["cudnn", "flash"]
+        elif lever in ("flash", "math", "efficient"):
+            backends.append(lever)
+        elif lever == "compile":
+            compile_backend = "inductor"
+        elif lever == "aot":
+            compile_backend = "aot_eager"
+        else:
+            raise ValueError(f"--ours-variants: unknown lever {lever!r} in {spec!r} (eager, cudnn, flash, math, efficient, compile, aot)")
+    return WanSpeedConfig(attention_backends=tuple(backends), compile_blocks=compile_backend is not None,
+                          compile_backend=compile_backend or "inductor")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def weights_gib(module: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**30
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict:
+    """max / mean abs difference, and each relative to the reference's max / mean magnitude."""
+    diff = (ours.float() - ref.float()).abs()
+    ref_abs = ref.float().abs()
+    out = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+           "rel_max": float(diff.max() / ref_abs.max().clamp_min(1e-12)),
+           "rel_mean": float(diff.mean() / ref_abs.mean().clamp_min(1e-12))}
+    # bf16 has 8 bits of mantissa (rel. step 2^-8 = 0.4%); a few-step rollout compounds it: accept 1% mean, 10% max
+    out["within_bf16_tolerance"] = out["rel_mean"] <= 1e-2 and out["rel_max"] <= 1e-1
+    return out
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Timer:
+    """Times one video: total, first-block latency (via a forward hook on the DiT call counter), peak memory."""
+
+    def __init__(self, device: torch.device, hook_module: torch.nn.Module, first_block_calls: int, own_weights_gib: float):
+        self.device, self.hook_module, self.first_block_calls = device, hook_module, first_block_calls
+        self.own_weights_gib = own_weights_gib
+
+    def __call__(self, fn) -> tuple[dict, object]:
+        calls = [0]
+        marks: dict[str, float] = {}
+
+        def hook(_module, _inputs, _output):
+            calls[0] += 1
+            if calls[0] == self.first_block_calls:
+                sync(self.device)
+                marks["first"] = time.perf_counter()
+
+        handle = self.hook_module.register_forward_hook(hook)
+        is_cuda = self.device.type == "cuda"
+        try:
+            if is_cuda:
+                torch.cuda.reset_peak_memory_stats(self.device)
+                base = torch.cuda.memory_allocated(self.device)
+            sync(self.device)
+            start = time.perf_counter()
+            out = fn()
+            sync(self.device)
+            total = time.perf_counter() - start
+        finally:
+            handle.remove()
+        peak = None
+        if is_cuda:
+            peak = (torch.cuda.max_memory_allocated(self.device) - base) / 2**30 + self.own_weights_gib
+        first = marks["first"] - start if "first" in marks else None
+        return {"total_s": total, "first_block_s": first, "peak_mem_gib": peak, "dit_calls": calls[0]}, out
+
+
+# ---------------------------------------------------------------------------------------------- official code
+def official_sdpa(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None, causal=False,
+                  window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, version=None, fa_version=None):
+    """Stand-in for the official `flash_attention` / `attention` ([B, L, n, d] in and out): torch SDPA in the
+    inputs' dtype. The inference path never passes lengths, windows, causal or scales: refuse them."""
+    if q_lens is not None or k_lens is not None or causal or tuple(window_size) != (-1, -1) or dropout_p:
+        raise ValueError(f"official_sdpa: unsupported options q_lens={q_lens} k_lens={k_lens} causal={causal} "
+                         f"window_size={window_size} dropout_p={dropout_p}")
+    if softmax_scale is not None or q_scale is not None:
+        raise ValueError(f"official_sdpa: softmax_scale/q_scale must be None, got {softmax_scale}/{q_scale}")
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, n, L, d]
+    return out.transpose(1, 2).contiguous()  # [B, n, L, d] -> [B, L, n, d]
+
+
+def import_official(repo: Path) -> types.SimpleNamespace:
+    """Import the official modules with stubs for what inference does not use (T5, tokenizer, demo memory utils)."""
+    repo = repo.resolve()
+    if not (repo / "pipeline/causal_inference.py").is_file():
+        raise FileNotFoundError(f"--official-sf: {repo}/pipeline/causal_inference.py does not exist")
+    sys.path.insert(0, str(repo))
+    # attention.py probes flash_attn / flash_attn_interface catching only ModuleNotFoundError; a None entry makes the
+    # import raise exactly that (the GPU image's import blocker would raise a plain ImportError). Routed to SDPA below.
+    for name in ("flash_attn", "flash_attn_interface"):
+        sys.modules[name] = None
+    for name, sub in (("wan", "wan"), ("wan.modules", "wan/modules"), ("pipeline", "pipeline"), ("demo_utils", "demo_utils")):
+        pkg = types.ModuleType(name)  # skip the package __init__s (they import the whole T2V/I2V/training stack)
+        pkg.__path__ = [str(repo / sub)]
+        sys.modules[name] = pkg
+    t5 = types.ModuleType("wan.modules.t5")  # t5.py calls torch.cuda.current_device() at import; never used here
+    t5.umt5_xxl = None
+    tok = types.ModuleType("wan.modules.tokenizers")  # imports transformers/ftfy/regex; never used here
+    tok.HuggingfaceTokenizer = None
+    mem = types.ModuleType("demo_utils.memory")  # calls torch.cuda.current_device() at import; low_memory unused
+    mem.gpu = torch.device("cpu")
+    mem.get_cuda_free_memory_gb = lambda *a, **k: 0.0
+    mem.DynamicSwapInstaller = object
+    mem.move_model_to_device_with_memory_preservation = lambda *a, **k: None
+    sys.modules.update({"wan.modules.t5": t5, "wan.modules.tokenizers": tok, "demo_utils.memory": mem})
+    # causal_model.py compiles flex_attention at import (training path only): make torch.compile the identity there
+    with mock.patch.object(torch, "compile", lambda fn=None, *a, **k: fn):
+        import pipeline.causal_inference as pipeline_mod
+        import utils.wan_wrapper as wrapper_mod
+        import wan.modules.attention as attention_mod
+        import wan.modules.causal_model as causal_mod
+        import wan.modules.model as model_mod
+        import wan.modules.vae as vae_mod
+    attention_mod.attention = attention_mod.flash_attention = official_sdpa
+    model_mod.flash_attention = official_sdpa
+    causal_mod.attention = official_sdpa
+    return types.SimpleNamespace(causal=causal_mod, wrapper=wrapper_mod, pipeline=pipeline_mod, vae=vae_mod, repo=repo)
+
+
+class _Text:
+    def __init__(self, prompt_embeds: torch.Tensor):
+        self.prompt_embeds = prompt_embeds
+
+    def __call__(self, text_prompts):
+        return {"prompt_embeds": self.prompt_embeds}
+
+
+class _NoDecode:
+    def decode_to_pixel(self, latent, use_cache=False):
+        return latent
+
+
+def build_official(mods, ours: CausalWanModel, geo: Geometry, prompt_embeds: torch.Tensor, device, dtype):
+    """Official wrapper + pipeline holding our weights; returns (pipeline, wrapper)."""
+    cfg = ours.config
+    kwargs = dict(model_type="t2v", patch_size=tuple(cfg.patch_size), text_len=cfg.text_len, in_dim=cfg.in_dim,
+                  dim=cfg.dim, ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim, out_dim=cfg.out_dim,
+                  num_heads=cfg.num_heads, num_layers=cfg.num_layers, eps=cfg.eps)
+    with torch.device(device):
+        model = mods.causal.CausalWanModel(**kwargs)
+    model.load_state_dict(ours.state_dict(), strict=True)
+    model = model.to(dtype).eval().requires_grad_(False)
+    with mock.patch.object(mods.wrapper.CausalWanModel, "from_pretrained", lambda *a, **k: model):
+        wrapper = mods.wrapper.WanDiffusionWrapper(timestep_shift=TIMESTEP_SHIFT, is_causal=True)
+    args = types.SimpleNamespace(denoising_step_list=STEP_LIST, warp_denoising_step=True,
+                                 num_frame_per_block=BLOCK_FRAMES, independent_first_frame=False, context_noise=0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pipe = mods.pipeline.CausalInferencePipeline(args, device=device, generator=wrapper,
+                                                     text_encoder=_Text(prompt_embeds), vae=_NoDecode())
+    if geo is TINY:  # the official loop hard-codes the 1.3B geometry (30 layers, 1560 tokens, 12x128 heads, 512 text)
+        pipe.num_transformer_blocks = cfg.num_layers
+        pipe.frame_seq_length = geo.tokens_per_frame
+        heads, head_dim = cfg.num_heads, cfg.dim // cfg.num_heads
+
+        def init_kv(self, batch_size, dtype, device):
+            frames = self.local_attn_size if self.local_attn_size != -1 else 21
+            shape = [batch_size, frames * geo.tokens_per_frame, heads, head_dim]
+            self.kv_cache1 = [{"k": torch.zeros(shape, dtype=dtype, device=device),
+                               "v": torch.zeros(shape, dtype=dtype, device=device),
+                               "global_end_index": torch.tensor([0], dtype=torch.long, device=device),
+                               "local_end_index": torch.tensor([0], dtype=torch.long, device=device)}
+                              for _ in range(cfg.num_layers)]
+
+        def init_xattn(self, batch_size, dtype, device):
+            shape = [batch_size, cfg.text_len, heads, head_dim]
+            self.crossattn_cache = [{"k": torch.zeros(shape, dtype=dtype, device=device),
+                                     "v": torch.zeros(shape, dtype=dtype, device=device), "is_init": False}
+                                    for _ in range(cfg.num_layers)]
+
+        pipe._initialize_kv_cache = types.MethodType(init_kv, pipe)
+        pipe._initialize_crossattn_cache = types.MethodType(init_xattn, pipe)
+    set_official_window(pipe, geo, window=-1, sink=0)
+    return pipe, wrapper
+
+
+def set_official_window(pipe, geo: Geometry, *, window: int, sink: int) -> None:
+    """The official rolling cache: `local_attn_size` frames attended (block included), `sink_size` frames kept.
+    -1 = its default 32760-token cache (= 21 frames of 1560 tokens: the 81-frame setting)."""
+    model = pipe.generator.model
+    model.local_attn_size = window
+    pipe.local_attn_size = window
+    for block in model.blocks:
+        attn = block.self_attn
+        attn.local_attn_size, attn.sink_size = window, sink
+        attn.max_attention_size = (21 if window == -1 else window) * geo.tokens_per_frame
+    pipe.kv_cache1 = None  # re-sized at the next video
+
+
+def run_official(pipe, noise: torch.Tensor, seed: int) -> torch.Tensor:
+    pipe.kv_cache1 = None  # fresh caches allocated inside the video, as ours are
+    pipe.crossattn_cache = None
+    torch.manual_seed(seed)  # its re-noising draws torch.randn_like from the default generator
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every timestep
+        _video, latents = pipe.inference(noise, ["side-by-side"], return_latents=True)
+    return latents
+
+
+# ---------------------------------------------------------------------------------------------- ours
+def build_ours(geo: Geometry, device, dtype) -> CausalWanModel:
+    """Our DiT with seeded random weights (norm gains near 1, so activations keep a realistic scale)."""
+    with torch.device("meta"):
+        model = CausalWanModel(**geo.model)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(WEIGHT_SEED)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0.0, 0.02, generator=gen)
+            if ".norm" in name and name.endswith("weight"):
+                p.add_(1.0)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def run_ours(model: CausalWanModel, pipe: SelfForcingPipeline, prompt_embeds, noise: torch.Tensor, seed: int):
+    context_kv = model.encode_context(prompt_embeds)  # per video, as the official fills its cross-attn cache per video
+    torch.manual_seed(seed)  # same default-generator draws, same order and shapes as the official randn_like
+    return pipe(noise, context_kv, noise_source=lambda s: torch.randn(s, device=noise.device, dtype=noise.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- stages
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.device = torch.device(args.device)
+        self.dtype = torch.float32 if args.tiny and self.device.type == "cpu" else torch.bfloat16
+        self.geo = TINY if args.tiny else FULL
+        self.record: dict = {"protocol": __doc__.split("Stages")[0].strip(), "args": vars(args) | {"out": str(args.out)},
+                             "notes": [], "stages": {}}
+        self.official = None
+        self.variants = {name: parse_variant(name) for name in args.ours_variants.split(",")}
+        self.best_variant = next(iter(self.variants))
+
+    # -- bookkeeping
+    def stage(self, name: str, fn) -> None:
+        log(f"stage {name} ...")
+        start = time.perf_counter()
+        try:
+            self.record["stages"][name] = fn() | {"stage_s": time.perf_counter() - start}
+            log(f"stage {name} done in {time.perf_counter() - start:.1f} s")
+        except Exception as err:  # one GPU call must yield everything it can: record and go on
+            self.record["stages"][name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+                                           "stage_s": time.perf_counter() - start}
+            log(f"stage {name} FAILED: {type(err).__name__}: {err}")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.write()
+
+    def write(self) -> None:
+        env = self.record.get("env") or {}
+        gpu = (env.get("gpu_name") or "cpu").replace(" ", "_")
+        stem = self.args.out / f"side_by_side_{gpu}_{time.strftime('%Y%m')}"
+        atomic_write(stem.with_suffix(".json"), json.dumps(self.record, indent=1, default=str))
+        atomic_write(stem.with_suffix(".md"), render_markdown(self.record))
+
+    # -- setup
+    def setup(self) -> dict:
+        geo, device, dtype = self.geo, self.device, self.dtype
+        torch.manual_seed(WEIGHT_SEED)
+        self.ours = build_ours(geo, device, dtype)
+        cfg = self.ours.config
+        gen = torch.Generator(device=device).manual_seed(1)
+        self.prompt_embeds = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype, generator=gen)
+        shape = (1, geo.short_frames, cfg.in_dim, geo.latent_height, geo.latent_width)
+        self.noise_short = torch.randn(shape, device=device, dtype=dtype, generator=gen)
+        self.noise_long = torch.randn((1, geo.long_frames, *shape[2:]), device=device, dtype=dtype, generator=gen)
+        self.steps = len(STEP_LIST)
+        out = {"ours_weights_gib": weights_gib(self.ours), "dtype": str(dtype), "geometry": "tiny" if self.args.tiny else "full",
+               "num_params": sum(p.numel() for p in self.ours.parameters())}
+        if self.args.official_sf is not None:
+            self.mods = import_official(Path(self.args.official_sf))
+            self.official, self.official_wrapper = build_official(self.mods, self.ours, geo, self.prompt_embeds, device, dtype)
+            out["official_weights_gib"] = weights_gib(self.official_wrapper)
+            out["official_repo"] = str(self.mods.repo)
+            self.record["notes"].append("official flash-attn calls routed to torch SDPA in the inputs' dtype "
+                                        "(flash-attn is not installable on the GPU machine)")
+        else:
+            self.record["notes"].append("no --official-sf: our side only")
+        return out
+
+    def ours_pipe(self, window: int, sink: int) -> SelfForcingPipeline:
+        cfg = SelfForcingConfig(denoising_steps=tuple(STEP_LIST), shift=TIMESTEP_SHIFT, block_frames=BLOCK_FRAMES,
+                                max_frames=window, sink_frames=sink)
+        return SelfForcingPipeline(self.ours, cfg)
+
+    def runners(self, noise, ours_pipe, names) -> dict:
+        """name -> (timer, run(seed) -> latents); the ours variants switch speed levers before each video."""
+        out = {}
+        if self.official is not None and "official" in names:
+            timer = Timer(self.device, self.official_wrapper, self.steps, weights_gib(self.official_wrapper))
+            out["official"] = (timer, lambda seed: run_official(self.official, noise, seed))
+        for name, speed in self.variants.items():
+            if f"ours_{name}" not in names:
+                continue
+
+            def run(seed, speed=speed):
+                self.ours.set_speed(speed)
+                return run_ours(self.ours, ours_pipe, self.prompt_embeds, noise, seed)
+
+            out[f"ours_{name}"] = (Timer(self.device, self.ours, self.steps, weights_gib(self.ours)), run)
+        return out
+
+    def interleaved(self, runners: dict, repeats: int, warmup: bool) -> tuple[dict, dict]:
+        """Warm-up (seed 0, kept as the equality output) then `repeats` rounds A B C ...; per-variant stats."""
+        outputs, runs = {}, {k: [] for k in runners}
+        for name, (timer, run) in runners.items():
+            if warmup:
+                log(f"  warm-up {name}")
+                _, outputs[name] = timer(lambda: run(0))
+        for r in range(repeats):
+            for name, (timer, run) in runners.items():
+                stats, latents = timer(lambda: run(r + 1))
+                runs[name].append(stats)
+                if name not in outputs:
+                    outputs[name] = latents
+                log(f"  round {r} {name}: {stats['total_s']:.3f} s")
+        return runs, outputs
+
+    def table(self, runs: dict, pixel_frames: int) -> dict:
+        rows = {}
+        for name, rs in runs.items():
+            if not rs:
+                continue
+            total = summary([r["total_s"] for r in rs])
+            firsts = [r["first_block_s"] for r in rs if r["first_block_s"] is not None]
+            peaks = [r["peak_mem_gib"] for r in rs if r["peak_mem_gib"] is not None]
+            rows[name] = {"total_s": total, "fps_dit_only": pixel_frames / total["median"],
+                          "first_block_s": summary(firsts) if firsts else None,
+                          "peak_mem_gib": max(peaks) if peaks else None, "dit_calls": rs[0]["dit_calls"]}
+        if "official" in rows:
+            for row in rows.values():
+                row["speedup_vs_official"] = rows["official"]["total_s"]["median"] / row["total_s"]["median"]
+        return rows
+
+    def equality(self, outputs: dict) -> dict:
+        ref = outputs.get("official")
+        eager = outputs.get(f"ours_{next(iter(self.variants))}")
+        out = {}
+        for name, latents in outputs.items():
+            if name != "official" and ref is not None:
+                out[f"{name}_vs_official"] = compare(latents, ref)
+            if name.startswith("ours_") and eager is not None and latents is not eager:
+                out[f"{name}_vs_ours_{next(iter(self.variants))}"] = compare(latents, eager)
+        return out
+
+    # -- stages
+    def stage_forward(self) -> dict:
+        """One DiT call on a fresh cache (block 0, t = 1000): the networks alone, ours vs official."""
+        if self.official is None:
+            raise ValueError("stage forward needs --official-sf")
+        geo, device = self.geo, self.device
+        x = self.noise_short[:, :BLOCK_FRAMES]
+        t = torch.full((1, BLOCK_FRAMES), 1000.0, device=device)
+        results = {}
+        for name, speed in self.variants.items():
+            self.ours.set_speed(speed)
+            cache = self.ours.new_cache(height=geo.latent_height, width=geo.latent_width, max_frames=21, block_frames=BLOCK_FRAMES)
+            cache.begin_block(0, BLOCK_FRAMES * geo.tokens_per_frame)
+            with torch.no_grad():
+                ours = self.ours(x, t, self.ours.encode_context(self.prompt_embeds), start_frame=0, cache=cache)
+            results[name] = ours
+        pipe = self.official
+        pipe.kv_cache1 = None
+        pipe._initialize_kv_cache(batch_size=1, dtype=self.dtype, device=device)
+        pipe._initialize_crossattn_cache(batch_size=1, dtype=self.dtype, device=device)
+        with torch.no_grad():
+            flow, _ = self.official_wrapper(noisy_image_or_video=x, conditional_dict={"prompt_embeds": self.prompt_embeds},
+                                            timestep=t.long(), kv_cache=pipe.kv_cache1, crossattn_cache=pipe.crossattn_cache,
+                                            current_start=0)
+        pipe.kv_cache1 = None
+        return {f"ours_{name}_vs_official": compare(v, flow) for name, v in results.items()}
+
+    def stage_dit(self) -> dict:
+        names = ["official"] + [f"ours_{n}" for n in self.variants]
+        pipe = self.ours_pipe(window=21, sink=0)
+        runs, outputs = self.interleaved(self.runners(self.noise_short, pipe, names), self.args.repeats, warmup=True)
+        rows = self.table(runs, 1 + 4 * (self.geo.short_frames - 1))
+        ours_rows = {k: v for k, v in rows.items() if k.startswith("ours_")}
+        if ours_rows:
+            self.best_variant = min(ours_rows, key=lambda k: ours_rows[k]["total_s"]["median"])[len("ours_"):]
+        return {"latent_frames": self.geo.short_frames, "variants": rows, "equality": self.equality(outputs),
+                "fastest_ours": f"ours_{self.best_variant}",
+                "speed_configs": {f"ours_{n}": vars(s) for n, s in self.variants.items()}}
+
+    def stage_long(self) -> dict:
+        geo = self.geo
+        if self.official is not None:
+            set_official_window(self.official, geo, window=geo.window_frames, sink=geo.sink_frames)
+        pipe = self.ours_pipe(window=geo.window_frames, sink=geo.sink_frames)
+        names = ["official", f"ours_{self.best_variant}"]
+        try:
+            runs, outputs = self.interleaved(self.runners(self.noise_long, pipe, names), self.args.long_repeats, warmup=False)
+        finally:
+            if self.official is not None:
+                set_official_window(self.official, geo, window=-1, sink=0)
+        return {"latent_frames": geo.long_frames, "window_frames": geo.window_frames, "sink_frames": geo.sink_frames,
+                "official_expression": "CausalWanModel local_attn_size=window, sink_size=sink (its rolling KV cache)",
+                "variants": self.table(runs, 1 + 4 * (geo.long_frames - 1)), "equality": self.equality(outputs)}
+
+    def stage_vae(self) -> dict:
+        geo, device, dtype = self.geo, self.device, self.dtype
+        vae_cfg = dict(dim=geo.vae["base_dim"], z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                       temperal_downsample=[False, True, True], dropout=0.0)  # official _video_vae's cfg
+        latents = torch.randn(1, geo.vae_latent_frames, 16, geo.latent_height, geo.latent_width, device=device,
+                              dtype=dtype, generator=torch.Generator(device=device).manual_seed(2))
+        runners = {}
+        state_dict = None
+        if self.official is not None:
+            torch.manual_seed(WEIGHT_SEED)
+            with torch.device(device):
+                off_model = self.mods.vae.WanVAE_(**vae_cfg)
+            with torch.no_grad():  # default init leaves RMS gains at 1; perturb every tensor so all weights matter
+                for p in off_model.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+            state_dict = {k: v.detach().clone() for k, v in off_model.state_dict().items()}
+            off_model = off_model.to(dtype).eval().requires_grad_(False)
+            wrapper = object.__new__(self.mods.wrapper.WanVAEWrapper)
+            torch.nn.Module.__init__(wrapper)
+            from tokentrim.models.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+            wrapper.mean = torch.tensor(WAN21_LATENTS_MEAN, dtype=torch.float32)
+            wrapper.std = torch.tensor(WAN21_LATENTS_STD, dtype=torch.float32)
+            wrapper.model = off_model
+            runners["official"] = (off_model, lambda: wrapper.decode_to_pixel(latents))
+        if state_dict is None:  # ours only: random weights in official layout from our own (diffusers) module
+            torch.manual_seed(WEIGHT_SEED)
+            with torch.device(device):
+                ours_vae = WanVAE(base_dim=geo.vae["base_dim"])
+        else:
+            sd = convert_original_vae_state_dict(state_dict, num_res_blocks=2, num_levels=4)
+            ours_vae = WanVAE.from_config_and_state_dict({"base_dim": geo.vae["base_dim"]}, sd, source="official random VAE", dtype=dtype)
+        ours_vae = ours_vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        runners["ours"] = (ours_vae, lambda: ours_vae.decode(latents))
+
+        def ours_fast():
+            with cudnn_benchmark(True):
+                return ours_vae.decode(latents)
+
+        runners["ours_fast"] = (ours_vae, ours_fast)
+        fast_levers = ["cudnn.benchmark"]
+        if device.type == "cuda" and self.args.vae_channels_last:
+            fast_layout = ours_vae.autoencoder
+            fast_levers.append("channels_last_3d")
+
+            def ours_fast():  # noqa: F811  (layout switched around the call so "ours" keeps the default layout)
+                fast_layout.to(memory_format=torch.channels_last_3d)
+                try:
+                    with cudnn_benchmark(True):
+                        return ours_vae.decode(latents)
+                finally:
+                    fast_layout.to(memory_format=torch.contiguous_format)
+
+            runners["ours_fast"] = (ours_vae, ours_fast)
+        outputs, runs = {}, {k: [] for k in runners}
+        for r in range(-1, self.args.repeats):  # -1 = warm-up, excluded
+            for name, (module, fn) in runners.items():
+                stats, pixels = Timer(device, torch.nn.Identity(), 1, weights_gib(module))(lambda: torch_no_grad(fn))
+                if r < 0:
+                    outputs[name] = pixels
+                else:
+                    runs[name].append(stats)
+                log(f"  vae round {r} {name}: {stats['total_s']:.3f} s")
+        pixel_frames = int(outputs["ours"].shape[1])
+        rows = {name: {"total_s": summary([s["total_s"] for s in rs]), "fps": pixel_frames / statistics.median(s["total_s"] for s in rs),
+                       "peak_mem_gib": max((s["peak_mem_gib"] for s in rs if s["peak_mem_gib"] is not None), default=None)}
+                for name, rs in runs.items()}
+        eq = {}
+        if "official" in outputs:
+            ref = outputs["official"]  # [B, T, 3, H, W] in [-1, 1], like ours
+            for name in ("ours", "ours_fast"):
+                eq[f"{name}_vs_official"] = compare(outputs[name], ref)
+        return {"latent_frames": geo.vae_latent_frames, "pixel_frames": pixel_frames,
+                "pixel_hw": list(outputs["ours"].shape[-2:]), "fast_levers": fast_levers, "variants": rows, "equality": eq}
+
+    def end_to_end(self) -> dict:
+        dit = self.record["stages"].get("dit", {}).get("variants", {})
+        vae = self.record["stages"].get("vae", {}).get("variants", {})
+        if not dit or not vae:
+            raise ValueError("end_to_end needs the dit and vae stages")
+        frames = 1 + 4 * (self.geo.short_frames - 1)
+        pairs = {"ours_eager_decode": (f"ours_{next(iter(self.variants))}", "ours"),
+                 "ours_fastest": (f"ours_{self.best_variant}", "ours_fast" if "ours_fast" in vae else "ours")}
+        if "official" in dit and "official" in vae:
+            pairs = {"official": ("official", "official"), **pairs}
+        out = {}
+        for label, (d, v) in pairs.items():
+            seconds = dit[d]["total_s"]["median"] + vae[v]["total_s"]["median"]
+            out[label] = {"dit": d, "decode": v, "seconds": seconds, "fps": frames / seconds}
+        if "official" in out:
+            for row in out.values():
+                row["speedup_vs_official"] = row["fps"] / out["official"]["fps"]
+        return {"pixel_frames": frames, "rows": out}
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def torch_no_grad(fn):
+    with torch.no_grad():
+        return fn()
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _fmt(value, spec=".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_markdown(record: dict) -> str:
+    env = record.get("env") or {}
+    lines = [f"# Self Forcing side by side with the official code: {env.get('device_name', '?')}, {env.get('date_utc', '?')}", "",
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, driver {env.get('gpu_driver')}, git {env.get('git_sha')}"
+             f"{' (dirty)' if env.get('git_dirty') else ''}.", ""]
+    lines += [f"- {note}" for note in record.get("notes", [])]
+    lines += ["", record.get("protocol", ""), ""]
+    stages = record.get("stages", {})
+    for name in ("dit", "long"):
+        st = stages.get(name)
+        if not st:
+            continue
+        if "error" in st:
+            lines += [f"## {name}: FAILED", "", f"`{st['error']}`", ""]
+            continue
+        lines += [f"## {name}: {st['latent_frames']} latent frames", "",
+                  "| variant | median s | min s | max s | FPS (DiT only) | x official | first block s | peak GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for v, row in st["variants"].items():
+            fb = row["first_block_s"]["median"] if row.get("first_block_s") else None
+            lines.append(f"| {v} | {row['total_s']['median']:.3f} | {row['total_s']['min']:.3f} | {row['total_s']['max']:.3f} | "
+                         f"{row['fps_dit_only']:.2f} | {_fmt(row.get('speedup_vs_official'), '.2f')} | {_fmt(fb)} | "
+                         f"{_fmt(row['peak_mem_gib'], '.2f')} |")
+        lines += ["", *[f"- {k}: max abs {e['max_abs']:.3g}, rel max {e['rel_max']:.3g}, rel mean {e['rel_mean']:.3g}, "
+                        f"within bf16 tolerance: {e['within_bf16_tolerance']}" for k, e in st.get("equality", {}).items()], ""]
+    st = stages.get("vae")
+    if st and "error" not in st:
+        lines += [f"## vae decode: {st['latent_frames']} latent -> {st['pixel_frames']} frames at {st['pixel_hw']}", "",
+                  "| variant | median s | min s | max s | FPS | peak GiB |", "|---|---|---|---|---|---|"]
+        for v, row in st["variants"].items():
+            lines.append(f"| {v} | {row['total_s']['median']:.3f} | {row['total_s']['min']:.3f} | {row['total_s']['max']:.3f} | "
+                         f"{row['fps']:.2f} | {_fmt(row['peak_mem_gib'], '.2f')} |")
+        lines += ["", f"ours_fast levers: {', '.join(st['fast_levers'])}",
+                  *[f"- {k}: max abs {e['max_abs']:.3g}, rel mean {e['rel_mean']:.3g}" for k, e in st["equality"].items()], ""]
+    elif st:
+        lines += ["## vae: FAILED", "", f"`{st['error']}`", ""]
+    st = stages.get("end_to_end")
+    if st and "error" not in st:
+        lines += [f"## end to end ({st['pixel_frames']} frames): FPS = frames / (DiT median + decode median)", "",
+                  "| row | DiT | decode | s | FPS | x official |", "|---|---|---|---|---|---|"]
+        for label, row in st["rows"].items():
+            lines.append(f"| {label} | {row['dit']} | {row['decode']} | {row['seconds']:.3f} | {row['fps']:.2f} | "
+                         f"{_fmt(row.get('speedup_vs_official'), '.2f')} |")
+        lines.append("")
+    st = stages.get("forward")
+    if st and "error" not in st:
+        lines += ["## one DiT call (block 0, t=1000), ours vs official", "",
+                  *[f"- {k}: max abs {e['max_abs']:.3g}, rel max {e['rel_max']:.3g}, rel mean {e['rel_mean']:.3g}"
+                    for k, e in st.items() if isinstance(e, dict)], ""]
+    failed = [k for k, v in stages.items() if isinstance(v, dict) and "error" in v]
+    if failed:
+        lines += [f"Failed stages: {', '.join(failed)} (tracebacks in the JSON)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official-sf", type=Path, default=None, help="local guandeh17/Self-Forcing checkout")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--long-repeats", type=int, default=2)
+    parser.add_argument("--what", default="forward,dit,long,vae", help="stages, comma-separated: forward,dit,long,vae")
+    parser.add_argument("--ours-variants", default="eager,cudnn,compile,compile+cudnn",
+                        help="our speed variants, the first is the reference (see parse_variant)")
+    parser.add_argument("--vae-channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    what = [w for w in args.what.split(",") if w]
+    unknown = set(what) - {"forward", "dit", "long", "vae"}
+    if unknown:
+        raise ValueError(f"--what: unknown stages {sorted(unknown)}; allowed: forward, dit, long, vae")
+    if args.repeats < 1 or args.long_repeats < 1:
+        raise ValueError(f"--repeats and --long-repeats must be >= 1, got {args.repeats}, {args.long_repeats}")
+    if any("compile" in v for v in args.ours_variants.split(",")):
+        import torch._dynamo
+
+        # one compiled graph per region is reused by all Y blocks; leave room for the grad-mode / shape variants
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    bench = Bench(args)
+    bench.record["env"] = collect_env(str(bench.device))
+    bench.stage("setup", bench.setup)
+    if "error" in bench.record["stages"]["setup"]:
+        return bench.record
+    if "forward" in what and bench.official is not None:
+        bench.stage("forward", bench.stage_forward)
+    if "dit" in what:
+        bench.stage("dit", bench.stage_dit)
+    if "vae" in what:
+        bench.stage("vae", bench.stage_vae)
+    if "dit" in what and "vae" in what:
+        bench.stage("end_to_end", bench.end_to_end)
+    if "long" in what:  # last: the longest stage, cut first if the call runs out of time
+        bench.stage("long", bench.stage_long)
+    log("done")
+    return bench.record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Speed levers of issue #9 keep the numbers: compiled block regions and SDPA kernel choice equal the eager reference.
+
+CPU, fp32, tiny model. `torch.compile` runs with the aot_eager backend (traces the regions exactly as inductor would
+see them, without generating kernels), fullgraph=True so a graph break inside a region fails here, not on the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokentrim.cache import KVCache
+from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+
+TINY = dict(text_len=8, dim=64, ffn_dim=128, freq_dim=256, text_dim=32, num_heads=2, num_layers=2)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(seed: int = 0) -> CausalWanModel:
+    torch.manual_seed(seed)
+    model = CausalWanModel(**TINY).eval().requires_grad_(False)
+    with torch.no_grad():  # nonzero head so the output depends on every block
+        model.head.head.weight.normal_(0.0, 0.1)
+    return model
+
+
+def rollout(model: CausalWanModel, num_frames: int = 9, max_frames: int = 6, sink_frames: int = 3) -> torch.Tensor:
+    """Rolling-window Self Forcing rollout (eviction included) with seeded noise."""
+    gen = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, num_frames, 16, 8, 8, generator=gen)
+    context_kv = model.encode_context(torch.randn(1, 8, 32, generator=gen))
+    pipe = SelfForcingPipeline(model, SelfForcingConfig(max_frames=max_frames, sink_frames=sink_frames))
+    return pipe(noise, context_kv, noise_source=lambda s: torch.randn(s, generator=gen))
+
+
+def test_compiled_block_regions_equal_eager_rollout():
+    model = tiny_model()
+    reference = rollout(model)
+    model.set_speed(WanSpeedConfig(compile_blocks=True, compile_backend="aot_eager", compile_fullgraph=True))
+    compiled = rollout(model)
+    torch.testing.assert_close(compiled, reference, rtol=1e-5, atol=1e-5)
+    model.set_speed(WanSpeedConfig())  # back to eager: the same numbers again
+    torch.testing.assert_close(rollout(model), reference, rtol=0, atol=0)
+
+
+def test_math_sdpa_kernel_equals_default_choice():
+    model = tiny_model(1)
+    reference = rollout(model)
+    model.set_speed({"attention_backends": ("math",)})
+    torch.testing.assert_close(rollout(model), reference, rtol=1e-5, atol=1e-5)
+    assert model.blocks[0].self_attn.sdpa_backends == (torch.nn.attention.SDPBackend.MATH,)
+
+
+def test_split_block_equals_one_piece_self_attention_module():
+    """The block's region split calls the same math as `CausalSelfAttention.forward` (kept for other callers)."""
+    model = tiny_model(2)
+    block, attn = model.blocks[0], model.blocks[0].self_attn
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 3 * 16, 64, generator=gen)
+    angles = torch.rand(3 * 16, 16, generator=gen)
+    cos, sin = angles.cos(), angles.sin()
+    q, k, v = attn.qkv(x, cos, sin)
+    whole = attn(x, cos, sin, None, 0)
+    split = attn.project_out(attn.attend(q, k, v, None))
+    torch.testing.assert_close(split, whole, rtol=0, atol=0)
+    assert block._before_fn is None and block._after_fn is None  # eager by default
+
+
+def test_unknown_attention_backend_is_rejected_naming_the_key():
+    with pytest.raises(ValueError, match=r"speed.attention_backends .*\['fa3'\]"):
+        WanSpeedConfig(attention_backends=("fa3",))
+    with pytest.raises(TypeError, match="speed must be a WanSpeedConfig"):
+        tiny_model().set_speed(["cudnn"])
+
+
+def test_eviction_and_pruning_work_layer_by_layer_with_the_same_result():
+    """Per-layer eviction/prune (lower peak memory) leave every layer's entries where a whole-cache copy would."""
+    cache = KVCache(num_layers=3, num_heads=2, head_dim=4, tokens_per_frame=4, max_frames=5, block_frames=1,
+                    sink_frames=1)
+    gen = torch.Generator().manual_seed(0)
+    written = {}
+    for frame in range(7):  # 7 frames through a 5-frame window with 1 sink: frames 1 and 2 get evicted
+        cache.begin_block(frame, 4)
+        for layer in range(3):
+            k = torch.randn(1, 2, 4, 4, generator=gen)
+            cache.stage(layer, k, k + 1)
+            written[(layer, frame)] = k
+        cache.commit()
+        if frame == 5:
+            cache.prune(torch.tensor([1, 2]))
+    frames, tokens = cache.positions()
+    for layer in range(3):
+        for i, (f, t) in enumerate(zip(frames.tolist(), tokens.tolist())):
+            torch.testing.assert_close(cache.k[layer, 0, :, i], written[(layer, f)][0, :, t])
+            torch.testing.assert_close(cache.v[layer, 0, :, i], written[(layer, f)][0, :, t] + 1)
+    assert 1 not in frames.tolist() and 2 not in frames.tolist() and frames.tolist()[:4] == [0, 0, 0, 0]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("official_side_by_side", ROOT / "bench/official_side_by_side.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_md(tmp_path):
+    bench = _load_bench()
+    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "dit,long",
+                         "--repeats", "1", "--long-repeats", "1", "--ours-variants", "eager,aot"])
+    dit = record["stages"]["dit"]
+    assert set(dit["variants"]) == {"ours_eager", "ours_aot"}
+    assert dit["equality"]["ours_aot_vs_ours_eager"]["max_abs"] <= 1e-5
+    assert record["stages"]["long"]["variants"][dit["fastest_ours"]]["dit_calls"] == 4 * 4 + 3  # 4 blocks, no last commit
+    written = json.loads(next(tmp_path.glob("side_by_side_*.json")).read_text())
+    assert written["notes"] == ["no --official-sf: our side only"]
+    assert "## dit: 6 latent frames" in next(tmp_path.glob("side_by_side_*.md")).read_text()
+
+
+def test_side_by_side_bench_rejects_unknown_lever():
+    bench = _load_bench()
+    with pytest.raises(ValueError, match="--ours-variants: unknown lever 'fa3'"):
+        bench.parse_variant("compile+fa3")
