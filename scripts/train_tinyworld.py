@@ -260,6 +260,10 @@ def train_vae(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
         tr.meta["latents_mean"], tr.meta["latents_std"] = mean, std
         tr.vae.config["latents_mean"], tr.vae.config["latents_std"] = list(mean), list(std)
         log.info("latent stats: mean %s std %s", [round(m, 3) for m in mean], [round(s, 3) for s in std])
+        if cfg.vae.eval_prompts:
+            tr.meta["vae_eval"] = vae_reconstruction_scores(tr, spec, cfg.vae.eval_prompts)
+            log.info("vae reconstruction (%d held-out prompts): %s", cfg.vae.eval_prompts,
+                     {k: round(v, 3) for k, v in tr.meta["vae_eval"].items()})
 
 
 @torch.no_grad()
@@ -294,16 +298,19 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     last_ckpt = time.time()
     stage_start, steps_at_start = time.time(), tr.meta["dit_step"]
     pool_s, last_pool_s = 0.0, 0.0
+    compiled = set_compiled(tr.model, bool(cfg.dit.compile))
     while tr.meta["dit_step"] < tr.dit_total() and time.time() < deadline and tr.budget_left():
         step = tr.meta["dit_step"]
         done = step - steps_at_start
-        if cfg.dit.auto_steps and "dit_total" not in tr.meta and done >= 20 and (
+        if done == 3:  # the rate is measured from here: the first steps carry compilation and allocator warm-up
+            stage_start, pool_s = time.time(), 0.0
+        if cfg.dit.auto_steps and "dit_total" not in tr.meta and done >= 23 and (
                 time.time() - stage_start > 45 or step >= cfg.dit.warmup):
             # Fit the run to this chunk's deadline: total steps from the measured rate, the last decay_frac of them
             # decaying (recorded: a rerun with dit.steps=<dit_total> dit.decay_steps=<dit_decay_steps>
             # dit.auto_steps=false takes the same steps, since the lr before the decay does not depend on them).
             # per step: the optimizer steps so far (pool builds excluded) + the amortized cost of a pool build
-            rate = max(1e-6, (time.time() - stage_start - pool_s) / done + last_pool_s / cfg.dit.pool_steps)
+            rate = max(1e-6, (time.time() - stage_start - pool_s) / (done - 3) + last_pool_s / cfg.dit.pool_steps)
             total = int(step + 0.93 * (deadline - time.time()) / rate)
             tr.meta["dit_total"] = min(cfg.dit.steps, total)
             tr.meta["dit_decay_steps"] = int(cfg.dit.decay_frac * tr.meta["dit_total"])
@@ -317,21 +324,33 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
             last_pool_s = time.time() - pool_start
             pool_s += last_pool_s
             log.info("dit: pool %d built in %.1f s", pool_index, last_pool_s)
-        g = step_generator(cfg.seed, step, stream=3)
-        g_noise = step_generator(cfg.seed, step, stream=4, device=device)
-        idx = torch.randint(len(pool_prompts), (cfg.dit.batch_size,), generator=g)
-        latents = pool[idx.to(device)]
-        prompts = [pool_prompts[i] for i in idx.tolist()]
         lr = wsd_lr(step, cfg.dit.lr, cfg.dit.warmup, tr.dit_total(), tr.meta.get("dit_decay_steps", cfg.dit.decay_steps),
                     cfg.dit.min_lr_ratio)
         set_lr(tr.dit_opt, lr)
-        with autocast(device):
-            loss = dit_loss(tr.model, tr.text_encoder, latents, prompts, mask, block_frames=cfg.sampler.block_frames,
-                            sampler_timesteps=sampler_t, discrete_prob=cfg.dit.discrete_prob,
-                            train_shift=cfg.dit.train_shift, context_corruption=cfg.dit.context_corruption,
-                            generator=g, noise_generator=g_noise)
-        tr.dit_opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+        def forward_backward() -> torch.Tensor:
+            g = step_generator(cfg.seed, step, stream=3)
+            g_noise = step_generator(cfg.seed, step, stream=4, device=device)
+            idx = torch.randint(len(pool_prompts), (cfg.dit.batch_size,), generator=g)
+            latents = pool[idx.to(device)]
+            prompts = [pool_prompts[i] for i in idx.tolist()]
+            with autocast(device):
+                loss = dit_loss(tr.model, tr.text_encoder, latents, prompts, mask,
+                                block_frames=cfg.sampler.block_frames, sampler_timesteps=sampler_t,
+                                discrete_prob=cfg.dit.discrete_prob, train_shift=cfg.dit.train_shift,
+                                context_corruption=cfg.dit.context_corruption, generator=g, noise_generator=g_noise)
+            tr.dit_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+
+        try:
+            loss = forward_backward()
+        except Exception as exc:  # torch.compile unusable on this machine: the same step again, eager
+            if not compiled:
+                raise
+            log.warning("dit.compile failed (%s: %s); continuing eager", type(exc).__name__, str(exc).splitlines()[0])
+            compiled = set_compiled(tr.model, False)
+            loss = forward_backward()
         torch.nn.utils.clip_grad_norm_(tr.dit_params, cfg.dit.grad_clip)
         tr.dit_opt.step()
         tr.steps_this_chunk += 1
@@ -341,6 +360,46 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
         if time.time() - last_ckpt > cfg.ckpt_every_s:
             tr.save(out_dir)
             last_ckpt = time.time()
+    tr.meta.setdefault("dit_compiled", []).append(compiled)
+    set_compiled(tr.model, False)  # eval / export run eager (the sampler's cached calls change shape every block)
+
+
+def set_compiled(model: CausalWanModel, enabled: bool) -> bool:
+    """Compile each transformer block in place (`nn.Module.compile`; identical blocks share one graph), or undo it.
+    Returns whether the blocks are now compiled."""
+    for block in model.blocks:
+        if enabled:
+            block.compile()
+        else:
+            block._compiled_call_impl = None
+    return enabled
+
+
+def mean_scores(videos: torch.Tensor, prompts: list[str], fps: float) -> dict[str, float]:
+    """Whole-video TinyWorld scores of decoded videos `[B, T, 3, H, W]` in [-1, 1], averaged over the batch."""
+    sums: dict[str, list[float]] = {}
+    for b, prompt in enumerate(prompts):
+        for row in score_video(to_uint8_frames(videos[b]), prompt, fps):
+            if row["clip"] == -1:
+                sums.setdefault(row["dimension"], []).append(row["score"])
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def vae_reconstruction_scores(tr: Trainer, spec: ClipSpec, num_prompts: int) -> dict[str, float]:
+    """TinyWorld scores of VAE reconstructions of held-out prompts rendered over the training window (the ceiling
+    of what the DiT can reach through this VAE)."""
+    cfg, device = tr.cfg, tr.device
+    prompts = prompt_set(split="heldout", count=num_prompts, seed=cfg.eval.prompt_seed)
+    truth = render([parse(p) for p in prompts], num_frames=pixel_frames(cfg.dit.window_latent_frames),
+                   height=spec.height, width=spec.width, fps=spec.fps, seed=cfg.eval.seed,
+                   device=device) * 2.0 - 1.0  # [B, T, 3, H, W]
+    was_training = tr.vae.training
+    tr.vae.eval()
+    with autocast(device):
+        recon = tr.vae.decode(tr.vae.encode(truth)).float()
+    tr.vae.train(was_training)
+    return mean_scores(recon, prompts, spec.fps)
 
 
 def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
@@ -360,12 +419,7 @@ def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
     with torch.no_grad():
         recon = tr.vae.decode(tr.vae.encode(truth))
     for name, video in (("ground_truth", truth), ("vae_reconstruction", recon)):
-        sums: dict[str, list[float]] = {}
-        for b, prompt in enumerate(prompts):
-            for row in score_video(to_uint8_frames(video[b]), prompt, spec.fps):
-                if row["clip"] == -1:
-                    sums.setdefault(row["dimension"], []).append(row["score"])
-        result[name] = {k: sum(v) / len(v) for k, v in sums.items()}
+        result[name] = mean_scores(video, prompts, spec.fps)
         log.info("eval %s: %s", name, {k: round(v, 3) for k, v in result[name].items()})
     for shift in cfg.eval.shifts:
         start = time.time()
@@ -373,12 +427,7 @@ def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
                                    sampler=sampler | {"shift": float(shift)}, seed=cfg.eval.seed,
                                    latent_shape=latent_shape, device=device)
         pixels = tr.vae.decode(latents)  # [B, T, 3, H, W]
-        sums: dict[str, list[float]] = {}
-        for b, prompt in enumerate(prompts):
-            for row in score_video(to_uint8_frames(pixels[b]), prompt, spec.fps):
-                if row["clip"] == -1:
-                    sums.setdefault(row["dimension"], []).append(row["score"])
-        result["in_window"][str(shift)] = {k: sum(v) / len(v) for k, v in sums.items()}
+        result["in_window"][str(shift)] = mean_scores(pixels, prompts, spec.fps)
         log.info("eval in-window shift=%s (%d prompts, %.0f s): %s", shift, len(prompts), time.time() - start,
                  {k: round(v, 3) for k, v in result["in_window"][str(shift)].items()})
     long_frames = window * cfg.eval.long_factor
