@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tokentrim.models.vae import WanVAE
-from tokentrim.models.wan_causal import CausalWanModel
+from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
 from tokentrim.tinyworld.prompts import parse, prompt_set
 from tokentrim.tinyworld.text_encoder import TinyTextEncoder
 from tokentrim.tinyworld.world import render
@@ -365,13 +365,9 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
 
 
 def set_compiled(model: CausalWanModel, enabled: bool) -> bool:
-    """Compile each transformer block in place (`nn.Module.compile`; identical blocks share one graph), or undo it.
-    Returns whether the blocks are now compiled."""
-    for block in model.blocks:
-        if enabled:
-            block.compile()
-        else:
-            block._compiled_call_impl = None
+    """Compile the fixed-shape regions of every block (`WanSpeedConfig.compile_blocks`: identical blocks share one
+    graph; the masked attention between them stays eager), or undo it. Returns whether they are now compiled."""
+    model.set_speed(WanSpeedConfig(compile_blocks=enabled))
     return enabled
 
 
