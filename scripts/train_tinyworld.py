@@ -239,7 +239,8 @@ def train_vae(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
         set_lr(tr.vae_opt, lr)
         with autocast(device):
             loss, parts = vae_loss(autoencoder, pixels, kl_weight=cfg.vae.kl_weight, object_weight=cfg.vae.object_weight,
-                                   generator=step_generator(cfg.seed, step, stream=2, device=device))
+                                   generator=step_generator(cfg.seed, step, stream=2, device=device),
+                                   sample_posterior=cfg.vae.sample_posterior)
         tr.vae_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tr.vae.parameters(), cfg.vae.grad_clip)

@@ -87,18 +87,24 @@ def render_clips(
 
 # ---------------------------------------------------------------------------------------------- VAE
 def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weight: float,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None, sample_posterior: bool = True,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
     """Reconstruction loss of a diffusers `AutoencoderKLWan` on pixels `[B, T, 3, H, W]` in [-1, 1] (T = 1 + 4k).
 
     L1 per pixel, weighted by (1 + object_weight) where the target is an object (max channel > 0.55 in [0, 1], the
-    metrics' foreground rule), plus `kl_weight` x the mean KL of the posterior.
+    metrics' foreground rule), plus `kl_weight` x the mean KL of the posterior. `sample_posterior=False` decodes the
+    posterior mean (a deterministic autoencoder, the KL acting as a small L2 on the latents): at initialisation the
+    posterior std is ~1, as large as the means, and a tiny KL weight takes thousands of steps to shrink it, while the
+    DiT and the decoder at inference only ever see the means.
     """
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
     x = pixels.transpose(1, 2)  # [B, T, 3, H, W] -> [B, 3, T, H, W]
     posterior = DiagonalGaussianDistribution(autoencoder._encode(x))
-    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator,
-                                                     device=x.device, dtype=posterior.mean.dtype)
+    z = posterior.mean
+    if sample_posterior:
+        z = z + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=x.device,
+                                            dtype=posterior.mean.dtype)
     recon = autoencoder._decode(z, return_dict=False)[0]  # [B, 3, T, H, W]
     foreground = ((x.amax(dim=1, keepdim=True) + 1.0) / 2.0 > 0.55).to(recon.dtype)  # [B, 1, T, H, W]
     l1 = ((recon.float() - x.float()).abs() * (1.0 + object_weight * foreground)).mean()
