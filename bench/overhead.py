@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--variants", default=",".join(variants()), help="comma-separated subset of the variants")
     parser.add_argument("--num-prompts", type=int, default=1, help="first N prompts of the config's prompt set")
-    parser.add_argument("--speed", default="eager", help="DiT speed levers, e.g. compile+cudnn (see parse_variant)")
+    parser.add_argument("--speed", default=None,
+                        help="DiT speed levers, e.g. eager or compile+cudnn (see parse_variant); default: backbone.speed")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the tokentrim config (after --)")
     args = parser.parse_args()
@@ -66,9 +67,9 @@ def main() -> None:
     if args.num_prompts < 1:
         raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
     prompts = load_prompts(cfg.prompts)[: args.num_prompts]
-    speed = parse_variant(args.speed)
-    if hasattr(backbone.model, "set_speed"):
-        backbone.model.set_speed(speed)
+    if args.speed is not None:  # else the backbone's own `speed` config (set by build_backbone), as users run it
+        backbone.model.set_speed(parse_variant(args.speed))
+    speed = getattr(backbone.model, "speed", None)
     num_frames = cfg.num_latent_frames or backbone.num_latent_frames
     contexts = [backbone.encode_prompt(p) for p in prompts]
     shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
@@ -119,7 +120,7 @@ def main() -> None:
     }
     env = collect_env(str(device))
     result = {"backbone": cfg.backbone.name, "prompts": prompts, "latent_frames": num_frames, "repeats": args.repeats,
-              "speed": vars(speed),
+              "speed": vars(speed) if speed is not None else None,
               "overrides": args.overrides, "variants": rows, "env": env,
               "protocol": __doc__.split("Protocol: ")[1].split("Results:")[0].strip()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [f"# TokenTrim overhead: {cfg.backbone.name}, {env['device_name']}, {env['date_utc']}", "",
              f"torch {env['torch']}, git {env['git_sha']}; {num_frames} latent frames; {len(prompts)} prompt(s) per round; "
-             f"{args.repeats} interleaved rounds; speed levers: {args.speed}; "
+             f"{args.repeats} interleaved rounds; speed levers: {speed}; "
              f"overrides: {' '.join(args.overrides) or '-'}", "",
              "| variant | median s | min s | max s | overhead x | triggers / tested batches |", "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {r['overhead_x']:.3f} | {r['triggers']} / {r['tested_batches']} |"

@@ -312,7 +312,7 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
             # dit.auto_steps=false takes the same steps, since the lr before the decay does not depend on them).
             # per step: the optimizer steps so far (pool builds excluded) + the amortized cost of a pool build
             rate = max(1e-6, (time.time() - stage_start - pool_s) / (done - 3) + last_pool_s / cfg.dit.pool_steps)
-            total = int(step + 0.93 * (deadline - time.time()) / rate)
+            total = int(step + 0.85 * (deadline - time.time()) / rate)  # margin: pool builds slow down
             tr.meta["dit_total"] = min(cfg.dit.steps, total)
             tr.meta["dit_decay_steps"] = int(cfg.dit.decay_frac * tr.meta["dit_total"])
             log.info("dit: %.3f s/step -> %d steps in total, the last %d decaying", rate, tr.meta["dit_total"],
@@ -494,8 +494,9 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
         atomic_write_text(results / "losses.csv", buf.getvalue())
         plot_losses(tr.rows, results / "loss_curves.png")
         atomic_write_text(results / "training_meta.json", json.dumps(
-            {k: tr.meta[k] for k in ("vae_step", "dit_step", "train_s", "chunks", "eval", "latents_mean",
-                                     "latents_std")}, indent=1) + "\n")
+            {k: tr.meta[k] for k in ("vae_step", "dit_step", "vae_total", "dit_total", "dit_decay_steps", "train_s",
+                                     "chunks", "eval", "vae_eval", "latents_mean", "latents_std") if k in tr.meta},
+            indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- main

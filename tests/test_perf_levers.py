@@ -127,3 +127,52 @@ def test_side_by_side_bench_rejects_unknown_lever():
     bench = _load_bench()
     with pytest.raises(ValueError, match="--ours-variants: unknown lever 'fa3'"):
         bench.parse_variant("compile+fa3")
+
+
+def test_compiled_regions_keep_flowmo_gradients_and_tokentrim_pruning():
+    """The levers under the product's own paths: FlowMo's backward through the first batch and a forced TokenTrim
+    prune + regeneration give the eager numbers."""
+    from tokentrim.init.flowmo import FlowMoConfig
+    from tokentrim.trim import TokenTrim, TokenTrimConfig
+
+    class PruneBatch2(TokenTrim):
+        def decide(self, block_tokens):
+            decision = super().decide(block_tokens)
+            if decision.t == 2 and decision.unstable is not None:
+                decision.should_prune = True
+            return decision
+
+    def run(model: CausalWanModel) -> tuple[torch.Tensor, list[dict]]:
+        gen = torch.Generator().manual_seed(7)
+        noise = torch.randn(1, 12, 16, 8, 8, generator=gen)
+        context_kv = model.encode_context(torch.randn(1, 8, 32, generator=gen))
+        pipe = SelfForcingPipeline(model, SelfForcingConfig(max_frames=9, sink_frames=3),
+                                   trim=PruneBatch2(TokenTrimConfig()), flowmo=FlowMoConfig())
+        events: list[dict] = []
+        latents = pipe(noise, context_kv, noise_source=lambda s: torch.randn(s, generator=gen), on_event=events.append)
+        return latents, events
+
+    model = tiny_model()
+    reference, ref_events = run(model)
+    model.set_speed(WanSpeedConfig(compile_blocks=True, compile_backend="aot_eager", compile_fullgraph=True))
+    compiled, events = run(model)
+    model.set_speed(WanSpeedConfig())
+    assert [e["num_pruned"] for e in events] == [e["num_pruned"] for e in ref_events]
+    assert sum(e["triggered"] for e in events) == 1
+    torch.testing.assert_close(compiled, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
+    from tokentrim.backbones import check_backbone_config, resolve_speed
+
+    assert resolve_speed({}, "cpu") == WanSpeedConfig()
+    cuda = resolve_speed({"compile_blocks": "auto", "attention_backends": "auto"}, "cuda:0")
+    assert cuda.compile_blocks and cuda.attention_backends == ("cudnn", "flash")
+    assert resolve_speed({"compile_blocks": False, "attention_backends": ["flash"]}, "cuda").attention_backends == ("flash",)
+    base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
+    with pytest.raises(ValueError, match="backbone.speed has unknown keys"):
+        check_backbone_config(base | {"speed": {"compile": True}})
+    with pytest.raises(ValueError, match="compile_blocks must be auto, true or false"):
+        check_backbone_config(base | {"speed": {"compile_blocks": "yes"}})
+    with pytest.raises(ValueError, match="attention_backends must be auto or a list"):
+        check_backbone_config(base | {"speed": {"attention_backends": ["fa3"]}})
