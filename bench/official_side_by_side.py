@@ -33,10 +33,8 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 import types
@@ -48,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from tokentrim.env_info import collect_env
+from tokentrim.report.atomic_io import write_text_atomic
 from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict
 from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
@@ -129,14 +128,6 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict:
     # bf16 has 8 bits of mantissa (rel. step 2^-8 = 0.4%); a few-step rollout compounds it: accept 1% mean, 10% max
     out["within_bf16_tolerance"] = out["rel_mean"] <= 1e-2 and out["rel_max"] <= 1e-1
     return out
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def log(msg: str) -> None:
@@ -377,8 +368,8 @@ class Bench:
         env = self.record.get("env") or {}
         gpu = (env.get("gpu_name") or "cpu").replace(" ", "_")
         stem = self.args.out / f"side_by_side_{gpu}_{time.strftime('%Y%m')}"
-        atomic_write(stem.with_suffix(".json"), json.dumps(self.record, indent=1, default=str))
-        atomic_write(stem.with_suffix(".md"), render_markdown(self.record))
+        write_text_atomic(stem.with_suffix(".json"), json.dumps(self.record, indent=1, default=str))
+        write_text_atomic(stem.with_suffix(".md"), render_markdown(self.record))
 
     # -- setup
     def setup(self) -> dict:

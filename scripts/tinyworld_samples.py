@@ -9,12 +9,11 @@ the renderer, the VAE reconstruction of the render, the generated first training
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tokentrim.report.atomic_io import atomic_path
 from tokentrim.tinyworld.backbone import load_tinyworld
 from tokentrim.tinyworld.prompts import parse, prompt_set
 from tokentrim.tinyworld.training import generate_latents, pixel_frames
@@ -66,17 +65,11 @@ def main() -> None:
             if r == 0:
                 axes[b * len(rows), 0].set_title(prompt, fontsize=5, loc="left")
     fig.tight_layout(pad=0.2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".png")
-    os.close(handle)
     try:
-        fig.savefig(tmp, dpi=130)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.out)
+        with atomic_path(args.out) as tmp:
+            fig.savefig(tmp, dpi=130)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print("wrote", args.out)
 
 

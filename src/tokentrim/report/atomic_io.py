@@ -21,6 +21,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp_name)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; the artefact is an ordinary readable file
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
