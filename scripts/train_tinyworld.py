@@ -279,7 +279,7 @@ def build_pool(tr: Trainer, pool_index: int, spec: ClipSpec) -> tuple[torch.Tens
                                              num_frames=pixel_frames(cfg.dit.window_latent_frames), spec=spec,
                                              device=device)
         with autocast(device):
-            latents.append(tr.vae.encode(pixels).float())  # [chunk, F, C, h, w]
+            latents.append(tr.vae.encode(pixels, full_sequence=True).float())  # [chunk, F, C, h, w]
         prompts += batch_prompts
     return torch.cat(latents)[: cfg.dit.pool_size], prompts[: cfg.dit.pool_size]
 
@@ -307,12 +307,14 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
             stage_start, pool_s = time.time(), 0.0
         if cfg.dit.auto_steps and "dit_total" not in tr.meta and done >= 23 and (
                 time.time() - stage_start > 45 or step >= cfg.dit.warmup):
-            # Fit the run to this chunk's deadline: total steps from the measured rate, the last decay_frac of them
+            # Fit the run to this chunk's deadline (+ later_chunks_s of DiT training in the chunks that resume it):
+            # total steps from the measured rate, the last decay_frac of them
             # decaying (recorded: a rerun with dit.steps=<dit_total> dit.decay_steps=<dit_decay_steps>
             # dit.auto_steps=false takes the same steps, since the lr before the decay does not depend on them).
             # per step: the optimizer steps so far (pool builds excluded) + the amortized cost of a pool build
             rate = max(1e-6, (time.time() - stage_start - pool_s) / (done - 3) + last_pool_s / cfg.dit.pool_steps)
-            total = int(step + 0.85 * (deadline - time.time()) / rate)  # margin: pool builds slow down
+            seconds = deadline - time.time() + cfg.dit.later_chunks_s  # this chunk's rest + the chunks planned after it
+            total = int(step + 0.85 * seconds / rate)  # margin: pool builds slow down
             tr.meta["dit_total"] = min(cfg.dit.steps, total)
             tr.meta["dit_decay_steps"] = int(cfg.dit.decay_frac * tr.meta["dit_total"])
             log.info("dit: %.3f s/step -> %d steps in total, the last %d decaying", rate, tr.meta["dit_total"],
@@ -520,6 +522,8 @@ def main(cfg: DictConfig) -> None:
     unknown = set(stages) - {"vae", "dit", "eval", "export"}
     if unknown:
         raise ValueError(f"stages must be a subset of [vae, dit, eval, export], got unknown {sorted(unknown)}")
+    if cfg.dit.later_chunks_s < 0:
+        raise ValueError(f"dit.later_chunks_s must be >= 0 seconds, got {cfg.dit.later_chunks_s}")
     eval_reserve = 60.0 if "eval" in stages else 0.0
     deadline = wall0 + cfg.max_seconds - eval_reserve
     log.info("device %s; dit params %.2fM, text %.2fM, vae %.2fM", device,

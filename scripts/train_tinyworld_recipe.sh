@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# The GPU recipe of the shipped TinyWorld weights: one chunk of < 10 minutes on one H100/H200 (VAE ~3.5 min, DiT with
-# its step count fitted to the chunk's deadline and a linear lr decay over the last 30%, eval, export). Numbers and
-# logs: results/tinyworld/README.md. Run from the repository root with tokentrim importable:
+# The GPU recipe of the shipped TinyWorld weights: two chunks of < 10 minutes each on one H100/H200, the second
+# resuming the first's checkpoint in RUN_DIR (numbers and logs: results/tinyworld/README.md).
+#   chunk 1: VAE on clips of the DiT's full window (12 latent frames, whole-clip passes), ~3.5 min; then the DiT, its
+#            total step count fitted to this chunk's and chunk 2's time from the measured rate (linear lr decay over
+#            the last 30%); export of the weights so far.
+#   chunk 2: resumes the DiT to its recorded total, then eval and export.
+# Run from the repository root with tokentrim importable:
 #
-#   scripts/train_tinyworld_recipe.sh RUN_DIR GIT_SHA EXPORT_DIR RESULTS_DIR [extra Hydra overrides...]
+#   scripts/train_tinyworld_recipe.sh RUN_DIR GIT_SHA EXPORT_DIR RESULTS_DIR 1|2 [extra Hydra overrides...]
 #
-# Resume an interrupted chunk with the same command plus `resume_dir=RUN_DIR` (the step counts it fixed are in
-# RUN_DIR/meta.json, so the resumed run takes the same steps).
+# An interrupted chunk resumes with chunk 2's command (the step counts it fixed are in RUN_DIR/meta.json).
 set -euo pipefail
-if [ $# -lt 4 ]; then
-  echo "usage: $0 RUN_DIR GIT_SHA EXPORT_DIR RESULTS_DIR [overrides...]" >&2
+if [ $# -lt 5 ] || { [ "$5" != 1 ] && [ "$5" != 2 ]; }; then
+  echo "usage: $0 RUN_DIR GIT_SHA EXPORT_DIR RESULTS_DIR 1|2 [overrides...]" >&2
   exit 2
 fi
-run=$1 sha=$2 export_dir=$3 results_dir=$4
-shift 4
-python3 scripts/train_tinyworld.py seed=0 git_sha="$sha" out_dir="$run" stages=[vae,dit,eval,export] max_seconds=530 \
-  vae.latent_frames=2 vae.batch_size=32 vae.lr=2e-3 vae.warmup=100 vae.steps=100000 vae.budget_s=200 \
+run=$1 sha=$2 export_dir=$3 results_dir=$4 chunk=$5
+shift 5
+if [ "$chunk" = 1 ]; then
+  chunk_args=(stages=[vae,dit,export])
+else
+  chunk_args=(stages=[vae,dit,eval,export] resume_dir="$run")
+fi
+python3 scripts/train_tinyworld.py seed=0 git_sha="$sha" out_dir="$run" max_seconds=530 "${chunk_args[@]}" \
+  vae.latent_frames=12 vae.batch_size=16 vae.lr=2e-3 vae.warmup=100 vae.steps=100000 vae.budget_s=200 \
   vae.sample_posterior=false \
-  dit.lr=8e-4 dit.steps=100000 dit.auto_steps=true dit.compile=true dit.pool_size=2048 dit.pool_steps=512 \
-  eval.shifts=[5.0,3.0] export.dir="$export_dir" export.results_dir="$results_dir" "$@"
+  dit.lr=8e-4 dit.steps=100000 dit.auto_steps=true dit.later_chunks_s=420 dit.compile=true dit.pool_size=2048 \
+  dit.pool_steps=512 eval.shifts=[5.0,3.0] export.dir="$export_dir" export.results_dir="$results_dir" "$@"

@@ -35,6 +35,7 @@ from tokentrim.models.loading import (
     resolve_file,
     resolve_folder,
 )
+from tokentrim.models.vae_full_sequence import encode_full_sequence
 
 logger = logging.getLogger(__name__)
 
@@ -293,18 +294,23 @@ class WanVAE(nn.Module):
         return self.autoencoder.post_quant_conv.weight.dtype
 
     @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor, *, full_sequence: bool = False) -> torch.Tensor:
         """Pixels `[B, T, 3, H, W]` in [-1, 1] -> normalised posterior means `[B, F, C, h, w]` (float32).
 
         T must be 1 + 4k (diffusers encodes the first frame, then chunks of 4; Wan's encoder does the same).
+        `full_sequence=True` computes the same numbers in one pass over the clip (`vae_full_sequence`; for long
+        clips on a GPU, where the chunk loop is launch-bound).
         """
         batch_size, num_frames, channels, height, width = pixels.shape
         if channels != 3 or (num_frames - 1) % 4 or height % self.spatial_factor or width % self.spatial_factor:
             raise ValueError(f"pixels must be [B, 1+4k, 3, H, W] with H, W divisible by {self.spatial_factor}, "
                              f"got {list(pixels.shape)}")
         x = pixels.transpose(1, 2).to(self.dtype)  # [B, T, 3, H, W] -> [B, 3, T, H, W]
-        posterior = self.autoencoder.encode(x).latent_dist  # diagonal Gaussian over [B, C, F, h, w]
-        mu = posterior.mean.transpose(1, 2)  # [B, C, F, h, w] -> [B, F, C, h, w]
+        if full_sequence:
+            moments = encode_full_sequence(self.autoencoder, x)  # [B, 2C, F, h, w]
+        else:
+            moments = self.autoencoder._encode(x)  # what autoencoder.encode wraps (no tiling/slicing here)
+        mu = moments[:, : self.config["z_dim"]].transpose(1, 2)  # posterior means [B, C, F, h, w] -> [B, F, C, h, w]
         return self.normalize(mu)
 
     @torch.no_grad()

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tokentrim.models.vae_full_sequence import decode_full_sequence, encode_full_sequence
 from tokentrim.models.wan_causal import CausalWanModel, rope_angles, sinusoidal_embedding, unpatchify
 from tokentrim.pipelines.sampling import warped_timesteps
 from tokentrim.report.atomic_io import atomic_path, write_text_atomic
@@ -94,17 +95,18 @@ def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weig
     metrics' foreground rule), plus `kl_weight` x the mean KL of the posterior. `sample_posterior=False` decodes the
     posterior mean (a deterministic autoencoder, the KL acting as a small L2 on the latents): at initialisation the
     posterior std is ~1, as large as the means, and a tiny KL weight takes thousands of steps to shrink it, while the
-    DiT and the decoder at inference only ever see the means.
+    DiT and the decoder at inference only ever see the means. Encoder and decoder run over the whole clip in one pass
+    (`vae_full_sequence`: the numbers of diffusers' chunk loop, without its launch-bound serial chunks).
     """
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
     x = pixels.transpose(1, 2)  # [B, T, 3, H, W] -> [B, 3, T, H, W]
-    posterior = DiagonalGaussianDistribution(autoencoder._encode(x))
+    posterior = DiagonalGaussianDistribution(encode_full_sequence(autoencoder, x))  # = autoencoder._encode(x)
     z = posterior.mean
     if sample_posterior:
         z = z + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=x.device,
                                             dtype=posterior.mean.dtype)
-    recon = autoencoder._decode(z, return_dict=False)[0]  # [B, 3, T, H, W]
+    recon = decode_full_sequence(autoencoder, z)  # [B, 3, T, H, W], = autoencoder._decode(z).sample
     foreground = ((x.amax(dim=1, keepdim=True) + 1.0) / 2.0 > 0.55).to(recon.dtype)  # [B, 1, T, H, W]
     l1 = ((recon.float() - x.float()).abs() * (1.0 + object_weight * foreground)).mean()
     kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
@@ -115,7 +117,7 @@ def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weig
 @torch.no_grad()
 def latent_statistics(autoencoder, pixels: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior means of `pixels` `[B, T, 3, H, W]` (for `WanVAE.normalize`)."""
-    h = autoencoder._encode(pixels.transpose(1, 2))  # [B, 2C, F, h, w]
+    h = encode_full_sequence(autoencoder, pixels.transpose(1, 2))  # [B, 2C, F, h, w]
     mu = h[:, : h.shape[1] // 2].float()  # [B, C, F, h, w]
     mean = mu.mean(dim=(0, 2, 3, 4))
     std = mu.std(dim=(0, 2, 3, 4)).clamp(min=1e-3)
