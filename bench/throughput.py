@@ -32,7 +32,8 @@ from tokentrim.trim import TokenTrim, TokenTrimConfig
 
 
 class ForcedTrim(TokenTrim):
-    """TokenTrim whose trigger is forced on every `period`-th batch that the rule tests (the drift math still runs)."""
+    """TokenTrim whose trigger is forced on exactly the tested batches t with t % `period` == 0 (the drift math still
+    runs; the natural rule's own verdict is overridden, so the rate does not depend on the weights)."""
 
     def __init__(self, cfg: TokenTrimConfig, period: int):
         super().__init__(cfg)
@@ -40,8 +41,7 @@ class ForcedTrim(TokenTrim):
 
     def decide(self, block_tokens):
         decision = super().decide(block_tokens)
-        if decision.is_tested and decision.t % self.period == 0:
-            decision.should_prune = True
+        decision.should_prune = bool(decision.is_tested and decision.t % self.period == 0)
         return decision
 
     def retest(self, block_tokens):

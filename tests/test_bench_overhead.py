@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,3 +29,25 @@ def test_overhead_bench_interleaves_variants_and_counts_forced_triggers(tmp_path
     assert rows["trim_rate100"]["triggers"] == rows["trim_rate100"]["tested_batches"] > 0
     assert result["speed"]["compile_blocks"] is False  # backbone.speed resolves to eager on CPU
     assert "| trim_rate100 |" in next(tmp_path.glob("overhead_tiny_cpu_*.md")).read_text()
+
+
+def test_forced_trim_triggers_exactly_every_period_th_tested_batch():
+    """The forced-rate variants' trigger rate must not depend on the weights: the natural verdict is overridden."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from throughput import ForcedTrim
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from tokentrim.trim import TokenTrimConfig
+
+    g = torch.Generator().manual_seed(0)
+    for lam, scale in ((0.0, 1.0), (float("inf"), 1.0), (0.0, 0.0)):  # natural rule: often / never / ties
+        trim = ForcedTrim(TokenTrimConfig(lam=lam), period=4)
+        fired = []
+        for b in range(14):
+            tokens = torch.randn(3, 64, 16, generator=g) * scale * (1.0 + b)  # [F, N, c], drift grows
+            decision = trim.decide(tokens)
+            if decision.should_prune:
+                fired.append(decision.t)
+            trim.accept(trim.retest(tokens) if decision.should_prune else decision)
+        assert fired == [4, 8, 12], (lam, scale, fired)  # warm-up 2: tested t = 3..14
