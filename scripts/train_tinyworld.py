@@ -473,7 +473,8 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
         "git_sha": str(cfg.git_sha),
         "code_sha256": code_digest([REPO / p for p in CODE_FILES]),
         "code_files": list(CODE_FILES),
-        "command": str(cfg.command),
+        # the recipe's own command if given, else the resolved command of every chunk that trained these weights
+        "command": str(cfg.command) or " && ".join(chunk["command"] for chunk in tr.meta["chunks"]),
         "video": {"height": spec.height, "width": spec.width, "fps": spec.fps},
         "train_window_latent_frames": cfg.dit.window_latent_frames,
         "dit": OmegaConf.to_container(cfg.dit.model, resolve=True),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU recipe of the shipped TinyWorld weights: two chunks of < 10 minutes each on one H100/H200, the second
 # resuming the first's checkpoint in RUN_DIR (numbers and logs: results/tinyworld/README.md).
-#   chunk 1: VAE on clips of the DiT's full window (12 latent frames, whole-clip passes), ~3.5 min; then the DiT, its
+#   chunk 1: VAE on clips of the DiT's full window (12 latent frames, whole-clip passes), ~2.5 min; then the DiT, its
 #            total step count fitted to this chunk's and chunk 2's time from the measured rate (linear lr decay over
 #            the last 30%); export of the weights so far.
 #   chunk 2: resumes the DiT to its recorded total, then eval and export.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -97,7 +98,8 @@ def test_training_in_two_chunks_equals_one_run(tmp_path):
     bit-identical weights and optimizer state (and the same loss log) as one uninterrupted run."""
     _run(tmp_path / "whole")
     _run(tmp_path / "part1", "chunk_steps=4")
-    _run(tmp_path / "part2", f"resume_dir={tmp_path / 'part1'}")
+    _run(tmp_path / "part2", f"resume_dir={tmp_path / 'part1'}", "stages=[vae,dit,export]",
+         f"export.dir={tmp_path / 'export'}")
     whole, resumed = _checkpoint(tmp_path / "whole"), _checkpoint(tmp_path / "part2")
     assert set(whole) == set(resumed)
     assert any(k.startswith("dit_opt.") for k in whole)
@@ -107,6 +109,9 @@ def test_training_in_two_chunks_equals_one_run(tmp_path):
     assert not torch.equal(partial["dit.head.head.weight"], whole["dit.head.head.weight"])  # the cut was mid-run
     assert [r[:2] for r in _losses(tmp_path / "whole")] == [("vae", "2"), ("dit", "2"), ("dit", "4")]
     assert _losses(tmp_path / "whole") == _losses(tmp_path / "part2")
+    # the export records the command of each chunk that trained the weights (no recipe command given)
+    commands = json.loads((tmp_path / "export" / "config.json").read_text())["command"].split(" && ")
+    assert len(commands) == 2 and "chunk_steps=4" in commands[0] and "resume_dir=" in commands[1]
 
 
 def test_dit_compile_failure_falls_back_to_eager_with_the_same_result(tmp_path):
