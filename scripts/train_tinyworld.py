@@ -66,6 +66,7 @@ CODE_FILES = (
     "src/tokentrim/tinyworld/prompts.py",
     "src/tokentrim/models/wan_causal.py",
     "src/tokentrim/models/vae.py",
+    "src/tokentrim/models/vae_full_sequence.py",
     "src/tokentrim/conf/train_tinyworld.yaml",
 )
 

@@ -176,3 +176,34 @@ def test_backbone_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
         check_backbone_config(base | {"speed": {"compile_blocks": "yes"}})
     with pytest.raises(ValueError, match="attention_backends must be auto or a list"):
         check_backbone_config(base | {"speed": {"attention_backends": ["fa3"]}})
+
+
+def test_vae_decode_levers_keep_the_numbers_and_restore_global_state():
+    from tokentrim.models.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    latents = torch.randn(1, 3, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # [B, F, C, h, w]
+    plain = vae.decode(latents)
+    before = torch.backends.cudnn.benchmark
+    vae.set_decode_speed(channels_last_3d=True, cudnn_benchmark=True)
+    conv_weights = [p for p in vae.autoencoder.parameters() if p.dim() == 5]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in conv_weights)
+    assert not all(p.is_contiguous() for p in conv_weights)
+    fast = vae.decode(latents)
+    assert torch.backends.cudnn.benchmark == before  # only inside the decode
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False)
+    assert all(p.is_contiguous() for p in conv_weights)
+
+
+def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
+    from tokentrim.backbones import check_backbone_config, resolve_vae_speed
+
+    assert resolve_vae_speed({}, "cpu") == {"channels_last_3d": False, "cudnn_benchmark": False}
+    assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == {"channels_last_3d": True, "cudnn_benchmark": True}
+    assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == {"channels_last_3d": False, "cudnn_benchmark": True}
+    base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
+    with pytest.raises(ValueError, match=r"^backbone.speed.vae_channels_last must be auto, true or false, got 'on'$"):
+        check_backbone_config(base | {"speed": {"vae_channels_last": "on"}})

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 BACKBONE_KINDS = ("tinyworld", "wan")
 PIPELINES = ("self_forcing", "rolling_forcing")
+WAN_VAE_DTYPE = torch.bfloat16  # the Wan2.1 VAE runs in bf16 (SF/RF load it so; `WanVAE.from_wan_checkpoint` default)
 
 
 @dataclass
@@ -64,17 +65,19 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"backbone.video.num_latent_frames must be a positive integer, got {frames!r}")
 
 
-SPEED_KEYS = ("compile_blocks", "attention_backends")
+SPEED_KEYS = ("compile_blocks", "attention_backends", "vae_channels_last", "vae_cudnn_benchmark")
+SWITCH_SPEED_KEYS = ("compile_blocks", "vae_channels_last", "vae_cudnn_benchmark")  # auto | true | false
 
 
 def check_speed_config(speed: Mapping[str, Any]) -> None:
-    """`backbone.speed`: execution levers of the DiT (same math; bench/results/side_by_side_*.md)."""
+    """`backbone.speed`: execution levers of the DiT and the VAE decode (same math; bench/results/side_by_side_*.md)."""
     unknown = set(speed) - set(SPEED_KEYS)
     if unknown:
         raise ValueError(f"backbone.speed has unknown keys {sorted(unknown)}; allowed: {list(SPEED_KEYS)}")
-    compile_blocks = speed.get("compile_blocks", "auto")
-    if compile_blocks not in ("auto", True, False):
-        raise ValueError(f"backbone.speed.compile_blocks must be auto, true or false, got {compile_blocks!r}")
+    for key in SWITCH_SPEED_KEYS:
+        value = speed.get(key, "auto")
+        if value not in ("auto", True, False):
+            raise ValueError(f"backbone.speed.{key} must be auto, true or false, got {value!r}")
     backends = speed.get("attention_backends", "auto")
     if backends != "auto" and (isinstance(backends, str) or any(b not in SDPA_BACKENDS for b in backends)):
         raise ValueError(f"backbone.speed.attention_backends must be auto or a list of {sorted(SDPA_BACKENDS)}, "
@@ -92,6 +95,16 @@ def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
         compile_blocks=cuda if compile_blocks == "auto" else bool(compile_blocks),
         attention_backends=(("cudnn", "flash") if cuda else ()) if backends == "auto" else tuple(backends),
     )
+
+
+def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:
+    """`backbone.speed` -> `WanVAE.set_decode_speed` kwargs; `auto` = on where the device is CUDA (1.23x the
+    official decode on an H100: channels-last Conv3d weights + cudnn.benchmark), off elsewhere."""
+    check_speed_config(speed)
+    cuda = torch.device(device).type == "cuda"
+    switch = {key: speed.get(key, "auto") for key in ("vae_channels_last", "vae_cudnn_benchmark")}
+    on = {key: cuda if value == "auto" else bool(value) for key, value in switch.items()}
+    return {"channels_last_3d": on["vae_channels_last"], "cudnn_benchmark": on["vae_cudnn_benchmark"]}
 
 
 def sampler_config(pipeline: str, sampler: Mapping[str, Any]):
@@ -210,21 +223,26 @@ def _build_wan(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype) -> Ba
 
         from tokentrim.models.vae import WanVAE
 
-        # the Wan2.1 VAE architecture (or `backbone.vae_config`, for small tests), randomly initialised
+        # the Wan2.1 VAE architecture (or `backbone.vae_config`, for small tests), randomly initialised, in the dtype
+        # the released VAE is loaded in, so the decode's compute is the real one
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(0)
-            vae = WanVAE(**dict(cfg.get("vae_config") or {})).to(device)
+            vae = WanVAE(**dict(cfg.get("vae_config") or {})).to(device=device, dtype=WAN_VAE_DTYPE)
     else:
         from tokentrim.models.text_encoder import WanTextEncoder
         from tokentrim.models.vae import WanVAE
 
         text_encoder = WanTextEncoder.from_files(cfg["text_encoder_path"], cfg["tokenizer_path"], dtype=dtype, cache_dir=cfg.get("text_cache_dir"))
         text_encoder = text_encoder.to(device)
-        vae = WanVAE.from_wan_checkpoint(cfg["vae_path"]).to(device)
+        vae = WanVAE.from_wan_checkpoint(cfg["vae_path"], dtype=WAN_VAE_DTYPE).to(device)
 
         @torch.no_grad()
         def encode_prompt(prompt: str) -> list:
             return model.encode_context(text_encoder([prompt]).to(device=device, dtype=dtype))
+
+    vae_speed = resolve_vae_speed(cfg.get("speed") or {}, device)
+    vae.set_decode_speed(**vae_speed)
+    logger.info("backbone %s: VAE decode levers %s", cfg["name"], vae_speed)
 
     @torch.no_grad()
     def decode(latents: torch.Tensor) -> torch.Tensor:
