@@ -74,12 +74,15 @@ def time_video(pipe, noise, context_kv, seed: int) -> dict:
 
 
 def time_vae_decode(latent_frames: int, device: torch.device) -> dict:
-    """Streaming decode (3 latent frames a chunk) of a long video by the Wan2.1 VAE architecture, random weights."""
+    """Streaming decode (3 latent frames a chunk) of a long video by the Wan2.1 VAE architecture, random weights, as
+    the harness decodes: bf16 and the default `backbone.speed` decode levers."""
+    from tokentrim.backbones import WAN_VAE_DTYPE, resolve_vae_speed
     from tokentrim.models.vae import WanVAE
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vae = WanVAE().to(device).eval()
+        vae = WanVAE().to(device=device, dtype=WAN_VAE_DTYPE).eval()
+    vae.set_decode_speed(**resolve_vae_speed({}, str(device)))
     latents = torch.randn(1, latent_frames, 16, 60, 104, device=device)
     out = {}
     for attempt in ("warmup", "timed"):
