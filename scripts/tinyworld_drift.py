@@ -42,9 +42,13 @@ def first_last_means(path: Path, first: int, last: int) -> dict[str, list[tuple[
     return pairs
 
 
+def means(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean over videos of the first-clips and of the last-clips scores."""
+    return sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)
+
+
 def relative_change(pairs: list[tuple[float, float]]) -> float:
-    head = sum(p[0] for p in pairs) / len(pairs)
-    tail = sum(p[1] for p in pairs) / len(pairs)
+    head, tail = means(pairs)
     return 100.0 * (tail - head) / abs(head) if head else math.nan
 
 
@@ -63,8 +67,7 @@ def drift_table(path: Path, first: int, last: int, n_boot: int) -> str:
              "| dimension | videos | first clips | last clips | change % | 95 % CI |", "|---|---|---|---|---|---|"]
     for dimension, p in pairs.items():
         low, high = bootstrap_ci(p, n_boot)
-        head = sum(x[0] for x in p) / len(p)
-        tail = sum(x[1] for x in p) / len(p)
+        head, tail = means(p)
         lines.append(f"| {dimension} | {len(p)} | {head:.4f} | {tail:.4f} | {relative_change(p):+.1f} | "
                      f"[{low:+.1f}, {high:+.1f}] |")
     return "\n".join(lines) + "\n"

@@ -84,15 +84,20 @@ def check_speed_config(speed: Mapping[str, Any]) -> None:
                          f"got {backends!r}")
 
 
+def _switch_on(speed: Mapping[str, Any], key: str, device: str) -> bool:
+    """One auto | true | false lever of `backbone.speed` (checked by `check_speed_config`); auto = on where CUDA."""
+    value = speed.get(key, "auto")
+    return torch.device(device).type == "cuda" if value == "auto" else bool(value)
+
+
 def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
     """`backbone.speed` -> `WanSpeedConfig`; `auto` = the fastest measured setting where the device is CUDA
     (compiled block regions, cuDNN then flash attention: 1.56x the official code on an H100), eager SDPA elsewhere."""
     check_speed_config(speed)
     cuda = torch.device(device).type == "cuda"
-    compile_blocks = speed.get("compile_blocks", "auto")
     backends = speed.get("attention_backends", "auto")
     return WanSpeedConfig(
-        compile_blocks=cuda if compile_blocks == "auto" else bool(compile_blocks),
+        compile_blocks=_switch_on(speed, "compile_blocks", device),
         attention_backends=(("cudnn", "flash") if cuda else ()) if backends == "auto" else tuple(backends),
     )
 
@@ -101,10 +106,8 @@ def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:
     """`backbone.speed` -> `WanVAE.set_decode_speed` kwargs; `auto` = on where the device is CUDA (1.23x the
     official decode on an H100: channels-last Conv3d weights + cudnn.benchmark), off elsewhere."""
     check_speed_config(speed)
-    cuda = torch.device(device).type == "cuda"
-    switch = {key: speed.get(key, "auto") for key in ("vae_channels_last", "vae_cudnn_benchmark")}
-    on = {key: cuda if value == "auto" else bool(value) for key, value in switch.items()}
-    return {"channels_last_3d": on["vae_channels_last"], "cudnn_benchmark": on["vae_cudnn_benchmark"]}
+    return {"channels_last_3d": _switch_on(speed, "vae_channels_last", device),
+            "cudnn_benchmark": _switch_on(speed, "vae_cudnn_benchmark", device)}
 
 
 def sampler_config(pipeline: str, sampler: Mapping[str, Any]):
