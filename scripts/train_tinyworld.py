@@ -42,6 +42,7 @@ from tokentrim.tinyworld.training import (
     dit_loss,
     generate_latents,
     latent_statistics,
+    object_coverage,
     pixel_frames,
     plot_losses,
     render_clips,
@@ -269,20 +270,24 @@ def train_vae(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
 
 
 @torch.no_grad()
-def build_pool(tr: Trainer, pool_index: int, spec: ClipSpec) -> tuple[torch.Tensor, list[str]]:
-    """`pool_size` rendered clips, VAE-encoded to normalised latents `[P, F, C, h, w]` (deterministic per index)."""
+def build_pool(tr: Trainer, pool_index: int, spec: ClipSpec) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """`pool_size` rendered clips, VAE-encoded to normalised latents `[P, F, C, h, w]`, with their object coverage
+    `[P, F, h, w]` (`object_coverage`, for `dit.object_weight`) and prompts (deterministic per index)."""
     cfg, device = tr.cfg, tr.device
     tr.vae.eval()
     chunk = min(64, cfg.dit.pool_size)
-    latents, prompts = [], []
+    latents, coverage, prompts = [], [], []
     for i in range(math.ceil(cfg.dit.pool_size / chunk)):
         batch_prompts, pixels = render_clips(cfg.seed + 1, pool_index * 100_000 + i, batch_size=chunk,
                                              num_frames=pixel_frames(cfg.dit.window_latent_frames), spec=spec,
                                              device=device)
         with autocast(device):
             latents.append(tr.vae.encode(pixels, full_sequence=True).float())  # [chunk, F, C, h, w]
+        coverage.append(object_coverage(pixels, temporal_stride=tr.vae.temporal_factor,
+                                        spatial_stride=tr.vae.spatial_factor).half())  # [chunk, F, h, w]
         prompts += batch_prompts
-    return torch.cat(latents)[: cfg.dit.pool_size], prompts[: cfg.dit.pool_size]
+    size = cfg.dit.pool_size
+    return torch.cat(latents)[:size], torch.cat(coverage)[:size], prompts[:size]
 
 
 def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> None:
@@ -296,7 +301,7 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
     mask = teacher_forcing_mask(window, tokens, cfg.sampler.block_frames, device=device)
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     sampler_t = sorted({t for shift in cfg.dit.discrete_shifts for t in sampler_timesteps_of(sampler | {"shift": shift})})
-    pool, pool_prompts, pool_index = None, [], -1
+    pool, pool_coverage, pool_prompts, pool_index = None, None, [], -1
     last_ckpt = time.time()
     stage_start, steps_at_start = time.time(), tr.meta["dit_step"]
     pool_s, last_pool_s = 0.0, 0.0
@@ -324,7 +329,7 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
         if step // cfg.dit.pool_steps != pool_index:
             pool_index = step // cfg.dit.pool_steps
             pool_start = time.time()
-            pool, pool_prompts = build_pool(tr, pool_index, spec)
+            pool, pool_coverage, pool_prompts = build_pool(tr, pool_index, spec)
             last_pool_s = time.time() - pool_start
             pool_s += last_pool_s
             log.info("dit: pool %d built in %.1f s", pool_index, last_pool_s)
@@ -336,13 +341,14 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
             g = step_generator(cfg.seed, step, stream=3)
             g_noise = step_generator(cfg.seed, step, stream=4, device=device)
             idx = torch.randint(len(pool_prompts), (cfg.dit.batch_size,), generator=g)
-            latents = pool[idx.to(device)]
+            latents, coverage = pool[idx.to(device)], pool_coverage[idx.to(device)]
             prompts = [pool_prompts[i] for i in idx.tolist()]
             with autocast(device):
                 loss = dit_loss(tr.model, tr.text_encoder, latents, prompts, mask,
                                 block_frames=cfg.sampler.block_frames, sampler_timesteps=sampler_t,
                                 discrete_prob=cfg.dit.discrete_prob, train_shift=cfg.dit.train_shift,
-                                context_corruption=cfg.dit.context_corruption, generator=g, noise_generator=g_noise)
+                                context_corruption=cfg.dit.context_corruption, generator=g, noise_generator=g_noise,
+                                coverage=coverage, object_weight=cfg.dit.object_weight)
             tr.dit_opt.zero_grad(set_to_none=True)
             loss.backward()
             return loss
@@ -526,6 +532,8 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"stages must be a subset of [vae, dit, eval, export], got unknown {sorted(unknown)}")
     if cfg.dit.later_chunks_s < 0:
         raise ValueError(f"dit.later_chunks_s must be >= 0 seconds, got {cfg.dit.later_chunks_s}")
+    if cfg.dit.object_weight < 0:
+        raise ValueError(f"dit.object_weight must be >= 0, got {cfg.dit.object_weight}")
     eval_reserve = 60.0 if "eval" in stages else 0.0
     deadline = wall0 + cfg.max_seconds - eval_reserve
     log.info("device %s; dit params %.2fM, text %.2fM, vae %.2fM", device,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU recipe of the shipped TinyWorld weights: two chunks of < 10 minutes each on one H100/H200, the second
 # resuming the first's checkpoint in RUN_DIR (numbers and logs: results/tinyworld/README.md).
-#   chunk 1: VAE on clips of the DiT's full window (12 latent frames, whole-clip passes), ~2.5 min; then the DiT, its
+#   chunk 1: VAE on clips of the DiT's full window (12 latent frames, whole-clip passes), ~5 min; then the DiT, its
 #            total step count fitted to this chunk's and chunk 2's time from the measured rate (linear lr decay over
-#            the last 30%); export of the weights so far.
+#            the last 30%), its flow loss weighting latent pixels under objects x5 (dit.object_weight=4); export.
 #   chunk 2: resumes the DiT to its recorded total, then eval and export.
 # Run from the repository root with tokentrim importable:
 #
@@ -22,8 +22,8 @@ if [ "$chunk" = 1 ]; then
 else
   chunk_args=(stages=[vae,dit,eval,export] resume_dir="$run")
 fi
-python3 scripts/train_tinyworld.py seed=0 git_sha="$sha" out_dir="$run" max_seconds=530 "${chunk_args[@]}" \
-  vae.latent_frames=12 vae.batch_size=16 vae.lr=2e-3 vae.warmup=100 vae.steps=100000 vae.budget_s=200 \
+python3 scripts/train_tinyworld.py seed=0 git_sha="$sha" out_dir="$run" max_seconds=550 "${chunk_args[@]}" \
+  vae.latent_frames=12 vae.batch_size=16 vae.lr=2e-3 vae.warmup=100 vae.steps=100000 vae.budget_s=300 \
   vae.sample_posterior=false \
-  dit.lr=8e-4 dit.steps=100000 dit.auto_steps=true dit.later_chunks_s=420 dit.compile=true dit.pool_size=2048 \
-  dit.pool_steps=512 eval.shifts=[5.0,3.0] export.dir="$export_dir" export.results_dir="$results_dir" "$@"
+  dit.lr=8e-4 dit.steps=100000 dit.auto_steps=true dit.later_chunks_s=460 dit.compile=true dit.pool_size=2048 \
+  dit.pool_steps=512 dit.object_weight=4.0 eval.shifts=[5.0,3.0] export.dir="$export_dir" export.results_dir="$results_dir" "$@"

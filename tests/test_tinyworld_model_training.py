@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tokentrim.models.wan_causal import CausalWanModel
+from tokentrim.tinyworld.prompts import prompt_set
+from tokentrim.tinyworld.text_encoder import TinyTextEncoder
 from tokentrim.tinyworld.training import (
+    dit_loss,
+    object_coverage,
     pixel_frames,
     sample_block_timesteps,
     teacher_forcing_flow,
@@ -32,6 +37,7 @@ TINY = [
     "dit.model.freq_dim=32",
     "text_encoder.dim=16", "text_encoder.num_heads=2", "text_encoder.ffn_dim=32", "text_encoder.num_layers=1",
     "dit.model.text_dim=16",
+    "dit.object_weight=3.0",  # the object-weighted loss (and the pools' coverage) go through the resume test too
     "stages=[vae,dit]", "device=cpu", "log_every=2",
 ]
 
@@ -73,6 +79,47 @@ def test_block_timesteps_are_constant_per_block_and_include_sampler_steps():
     assert set(t.unique().tolist()) <= {1000.0, 937.5, 833.33001708984375, 625.0}
     assert pixel_frames(12) == 45
 
+
+
+def test_object_coverage_groups_frames_like_the_causal_vae():
+    """Latent frame 0 covers pixel frame 0 alone, latent frame f > 0 pixel frames 4f-3..4f; each latent pixel
+    4x4 pixels. One bright 4x4 square in pixel frame 2 only -> a quarter of one latent pixel of latent frame 1."""
+    pixels = torch.full((1, 9, 3, 8, 8), -1.0)  # [B, 1 + 4 * 2, 3, H, W], dark
+    pixels[0, 2, 1, 4:8, 0:4] = 1.0  # bright green square, frame 2
+    pixels[0, 0, 0, 0:2, 0:2] = 0.5  # frame 0: 4 pixels at 0.75 in [0, 1] (foreground: > 0.55)
+    cover = object_coverage(pixels, temporal_stride=4, spatial_stride=4)
+    assert cover.shape == (1, 3, 2, 2)
+    expected = torch.zeros(1, 3, 2, 2)
+    expected[0, 0, 0, 0] = 4 / 16
+    expected[0, 1, 1, 0] = 1 / 4
+    assert torch.equal(cover, expected)
+
+
+def test_object_weighted_dit_loss():
+    """object_weight 0 is the plain MSE; with weight w, an error under an object counts 1 + w times one elsewhere."""
+    torch.manual_seed(0)
+    model = CausalWanModel(patch_size=(1, 2, 2), text_len=40, in_dim=4, dim=32, ffn_dim=64, freq_dim=32, text_dim=16,
+                           out_dim=4, num_heads=2, num_layers=1)
+    text_encoder = TinyTextEncoder(dim=16, num_layers=1, num_heads=2, ffn_dim=32)
+    latents = torch.randn(2, 6, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    coverage = torch.zeros(2, 6, 8, 8)
+    coverage[:, :, :2, :2] = 1.0
+
+    def loss(**kw) -> torch.Tensor:
+        return dit_loss(model, text_encoder, latents, prompt_set(split="train", count=2, seed=0),
+                        teacher_forcing_mask(6, 16, 3), block_frames=3, sampler_timesteps=[1000.0, 750.0],
+                        discrete_prob=0.5, train_shift=2.0, context_corruption=0.0,
+                        generator=torch.Generator().manual_seed(0), **kw)
+
+    with torch.no_grad():
+        plain, zero = loss(), loss(coverage=coverage, object_weight=0.0)
+        weighted = loss(coverage=coverage, object_weight=4.0)
+        uniform = loss(coverage=torch.ones_like(coverage), object_weight=4.0)
+    assert torch.equal(plain, zero)
+    torch.testing.assert_close(uniform, plain)  # a constant weight normalises away
+    assert not torch.allclose(weighted, plain)
+    with pytest.raises(ValueError, match="coverage"):
+        loss(object_weight=1.0)
 
 def _run(out: Path, *extra: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")

@@ -114,6 +114,23 @@ def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weig
     return loss, {"l1": float(l1.detach()), "kl": float(kl.detach())}
 
 
+def object_coverage(pixels: torch.Tensor, *, temporal_stride: int, spatial_stride: int) -> torch.Tensor:
+    """Fraction of object pixels under each latent pixel: pixels `[B, T, 3, H, W]` in [-1, 1] (T = 1 + s k) ->
+    `[B, F, H / s', W / s']` in [0, 1] (F = 1 + k).
+
+    Objects are the metrics' foreground (max channel > 0.55 in [0, 1]). Latent frame 0 covers pixel frame 0 alone,
+    latent frame f > 0 covers frames s (f - 1) + 1 ... s f, as in the causal VAE.
+    """
+    batch_size, num_frames, _, height, width = pixels.shape
+    if (num_frames - 1) % temporal_stride:
+        raise ValueError(f"pixels need 1 + {temporal_stride}k frames, got {num_frames}")
+    foreground = ((pixels.amax(dim=2) + 1.0) / 2.0 > 0.55).float()  # [B, T, H, W]
+    first = foreground[:, :1].expand(-1, temporal_stride, -1, -1)  # frame 0 alone: repeated to a full group
+    grouped = torch.cat([first, foreground[:, 1:]], dim=1)  # [B, s F, H, W]
+    grouped = grouped.unflatten(1, (-1, temporal_stride)).mean(dim=2)  # [B, F, H, W]
+    return F.avg_pool2d(grouped, spatial_stride)  # [B, F, H / s', W / s']
+
+
 @torch.no_grad()
 def latent_statistics(autoencoder, pixels: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior means of `pixels` `[B, T, 3, H, W]` (for `WanVAE.normalize`)."""
@@ -216,8 +233,14 @@ def dit_loss(
     context_corruption: float,
     generator: torch.Generator,
     noise_generator: torch.Generator | None = None,
+    coverage: torch.Tensor | None = None,
+    object_weight: float = 0.0,
 ) -> torch.Tensor:
     """Flow-matching loss of one teacher-forced batch. latents: `[B, F, C, h, w]` (normalised clean latents).
+
+    `coverage` `[B, F, h, w]` (`object_coverage` of the clips) with `object_weight` > 0 weights each latent pixel's
+    squared error by 1 + object_weight x coverage (normalised by the mean weight): an object covers 2-6 of a frame's
+    64 tokens, so with a uniform loss the background dominates the gradient. `object_weight = 0` is the plain MSE.
 
     `context_corruption`: half of the clips get their clean context mixed with noise at sigma ~ U(0, value) (still
     labelled t = 0), so the model tolerates its own imperfect blocks in the cache a little.
@@ -247,7 +270,13 @@ def dit_loss(
     text = text_encoder(ids.to(device), key_mask.to(device))  # [B, S, text_dim]
     context_kv = model.encode_context(text)
     flow = teacher_forcing_flow(model, clean, noisy, t, context_kv, mask)
-    return F.mse_loss(flow.float(), (noise - latents).float())
+    squared = (flow.float() - (noise - latents).float()).pow(2)  # [B, F, C, h, w]
+    if object_weight == 0.0:
+        return squared.mean()
+    if coverage is None:
+        raise ValueError("dit_loss: object_weight > 0 needs the clips' coverage")
+    weight = 1.0 + object_weight * coverage.to(squared.device, torch.float32).unsqueeze(2)  # [B, F, 1, h, w]
+    return (squared * weight).mean() / weight.mean()
 
 
 def sampler_timesteps_of(sampler: dict) -> list[float]:
