@@ -550,17 +550,26 @@ class Bench:
         ours_vae = ours_vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
         runners["ours"] = (ours_vae, lambda: ours_vae.decode(latents))
 
-        channels_last = device.type == "cuda" and self.args.vae_channels_last
-        fast_levers = ["cudnn.benchmark"] + (["channels_last_3d"] if channels_last else [])
+        cuda = device.type == "cuda"
+        levers = dict(channels_last_3d=cuda and self.args.vae_channels_last, cudnn_benchmark=True,
+                      fused_norm=cuda and self.args.vae_fused_norm,
+                      implicit_padding=cuda and self.args.vae_implicit_padding)
+        fast_levers = [name for name, on in levers.items() if on]
 
-        def ours_fast():  # the harness's decode levers (backbone.speed.vae_*), switched off again so "ours" is plain
-            ours_vae.set_decode_speed(channels_last_3d=channels_last, cudnn_benchmark=True)
-            try:
-                return ours_vae.decode(latents)
-            finally:
-                ours_vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False)
+        def with_levers(**levers):  # the harness's decode levers (backbone.speed.vae_*), off again after the call
+            def run():
+                ours_vae.set_decode_speed(**levers)
+                try:
+                    return ours_vae.decode(latents)
+                finally:
+                    ours_vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False)
+            return run
 
-        runners["ours_fast"] = (ours_vae, ours_fast)
+        runners["ours_fast"] = (ours_vae, with_levers(**levers))
+        # what each newer lever alone gains: ours_fast without it (the first round's ours_fast had neither)
+        for lever in ("fused_norm", "implicit_padding"):
+            if levers[lever]:
+                runners[f"ours_fast_no_{lever}"] = (ours_vae, with_levers(**(levers | {lever: False})))
         outputs, runs = {}, {k: [] for k in runners}
         for r in range(-1, self.args.repeats):  # -1 = warm-up, excluded
             for name, (module, fn) in runners.items():
@@ -577,8 +586,9 @@ class Bench:
         eq = {}
         if "official" in outputs:
             ref = outputs["official"]  # [B, T, 3, H, W] in [-1, 1], like ours
-            for name in ("ours", "ours_fast"):
-                eq[f"{name}_vs_official"] = compare(outputs[name], ref)
+            for name in outputs:
+                if name != "official":
+                    eq[f"{name}_vs_official"] = compare(outputs[name], ref)
         return {"latent_frames": geo.vae_latent_frames, "pixel_frames": pixel_frames,
                 "pixel_hw": list(outputs["ours"].shape[-2:]), "fast_levers": fast_levers, "variants": rows, "equality": eq}
 
@@ -678,6 +688,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ours-variants", default="eager,cudnn,compile,compile+cudnn",
                         help="our speed variants, the first is the reference (see parse_variant)")
     parser.add_argument("--vae-channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-fused-norm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-implicit-padding", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)

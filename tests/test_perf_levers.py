@@ -198,12 +198,68 @@ def test_vae_decode_levers_keep_the_numbers_and_restore_global_state():
     assert all(p.is_contiguous() for p in conv_weights)
 
 
+def test_fused_decoder_norm_keeps_the_numbers_compiled_and_is_undone():
+    """`fused_norm`: every RMS norm + SiLU pair of the decoder (2 per residual block + the head) runs as one compiled
+    kernel (dynamic shapes: the levels' channel counts and the chunks' frame counts share it); the decode equals
+    diffusers' modules to float rounding, streaming included, and switching it off restores them exactly."""
+    from tokentrim.models.vae import WanVAE
+    from tokentrim.models.vae_decode_fusion import fuse_decoder_norms, unfuse_decoder_norms
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    with torch.no_grad():  # default gains are 1 and biases 0: perturb so every weight matters
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    latents = torch.randn(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # [B, F, C, h, w]
+    plain = vae.decode(latents)
+    decoder = vae.autoencoder.decoder
+    assert fuse_decoder_norms(decoder, compile=False) == 2 * (2 + 3 * 2) + 1  # mid 2 blocks, 3 levels x 2, head
+    torch.testing.assert_close(vae.decode(latents), plain, rtol=1e-5, atol=1e-5)
+    unfuse_decoder_norms(decoder)
+    assert torch.equal(vae.decode(latents), plain)
+
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, fused_norm=True)  # torch.compile'd kernel
+    stream = torch.cat(list(vae.decode_stream([latents[:, :1], latents[:, 1:]])), dim=1)
+    torch.testing.assert_close(stream, plain, rtol=1e-5, atol=1e-5)
+    assert all(isinstance(m.nonlinearity, torch.nn.Identity) for m in decoder.modules() if hasattr(m, "norm1"))
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, fused_norm=False)
+    assert torch.equal(vae.decode(latents), plain)
+    assert all(isinstance(m.nonlinearity, torch.nn.SiLU) for m in decoder.modules() if hasattr(m, "norm1"))
+
+
+def test_implicit_conv_padding_keeps_the_numbers_and_is_undone():
+    """`implicit_padding`: the decoder's causal convs pad H, W inside the convolution (no padded copy); streaming
+    (cache concatenated in front) and the first chunk (causal zeros) give diffusers' numbers; off restores them."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    from tokentrim.models.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    latents = torch.randn(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # [B, F, C, h, w]
+    plain = vae.decode(latents)
+    convs = [m for m in vae.autoencoder.decoder.modules() if isinstance(m, WanCausalConv3d)]
+    vae.set_decode_speed(channels_last_3d=True, cudnn_benchmark=False, implicit_padding=True)
+    assert convs and all("forward" in c.__dict__ for c in convs)
+    stream = torch.cat(list(vae.decode_stream([latents[:, :1], latents[:, 1:3], latents[:, 3:]])), dim=1)
+    torch.testing.assert_close(stream, plain, rtol=1e-5, atol=1e-5)
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, implicit_padding=False)
+    assert not any("forward" in c.__dict__ for c in convs)
+    assert torch.equal(vae.decode(latents), plain)
+
+
 def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
     from tokentrim.backbones import check_backbone_config, resolve_vae_speed
 
-    assert resolve_vae_speed({}, "cpu") == {"channels_last_3d": False, "cudnn_benchmark": False}
-    assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == {"channels_last_3d": True, "cudnn_benchmark": True}
-    assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == {"channels_last_3d": False, "cudnn_benchmark": True}
+    off = {"channels_last_3d": False, "cudnn_benchmark": False, "fused_norm": False, "implicit_padding": False}
+    assert resolve_vae_speed({}, "cpu") == off
+    assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == {k: True for k in off}
+    assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == {k: k != "channels_last_3d" for k in off}
+    assert resolve_vae_speed({"vae_fused_norm": True}, "cpu") == off | {"fused_norm": True}
     base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
     with pytest.raises(ValueError, match=r"^backbone.speed.vae_channels_last must be auto, true or false, got 'on'$"):
         check_backbone_config(base | {"speed": {"vae_channels_last": "on"}})
+    with pytest.raises(ValueError, match=r"^backbone.speed.vae_fused_norm must be auto, true or false, got 2$"):
+        check_backbone_config(base | {"speed": {"vae_fused_norm": 2}})

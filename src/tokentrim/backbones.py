@@ -65,8 +65,10 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"backbone.video.num_latent_frames must be a positive integer, got {frames!r}")
 
 
-SPEED_KEYS = ("compile_blocks", "attention_backends", "vae_channels_last", "vae_cudnn_benchmark")
-SWITCH_SPEED_KEYS = ("compile_blocks", "vae_channels_last", "vae_cudnn_benchmark")  # auto | true | false
+# auto | true | false
+SWITCH_SPEED_KEYS = ("compile_blocks", "vae_channels_last", "vae_cudnn_benchmark", "vae_fused_norm",
+                     "vae_implicit_padding")
+SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
 
 
 def check_speed_config(speed: Mapping[str, Any]) -> None:
@@ -103,11 +105,14 @@ def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
 
 
 def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:
-    """`backbone.speed` -> `WanVAE.set_decode_speed` kwargs; `auto` = on where the device is CUDA (1.23x the
-    official decode on an H100: channels-last Conv3d weights + cudnn.benchmark), off elsewhere."""
+    """`backbone.speed` -> `WanVAE.set_decode_speed` kwargs; `auto` = on where the device is CUDA (channels-last
+    Conv3d weights, cudnn.benchmark, the fused RMS norm + SiLU, implicit conv padding; bench/results/
+    side_by_side_vae_*), off elsewhere."""
     check_speed_config(speed)
     return {"channels_last_3d": _switch_on(speed, "vae_channels_last", device),
-            "cudnn_benchmark": _switch_on(speed, "vae_cudnn_benchmark", device)}
+            "cudnn_benchmark": _switch_on(speed, "vae_cudnn_benchmark", device),
+            "fused_norm": _switch_on(speed, "vae_fused_norm", device),
+            "implicit_padding": _switch_on(speed, "vae_implicit_padding", device)}
 
 
 def sampler_config(pipeline: str, sampler: Mapping[str, Any]):

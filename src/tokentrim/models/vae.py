@@ -36,6 +36,7 @@ from tokentrim.models.loading import (
     resolve_file,
     resolve_folder,
 )
+from tokentrim.models.vae_decode_fusion import fuse_decoder_norms, implicit_padding_convs, unfuse_decoder_norms
 from tokentrim.models.vae_full_sequence import encode_full_sequence
 
 logger = logging.getLogger(__name__)
@@ -330,9 +331,10 @@ class WanVAE(nn.Module):
         for chunk in latent_chunks:
             yield decoder.decode_chunk(chunk)
 
-    def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool) -> None:
-        """Execution levers of the decode (same math up to float rounding; on a GPU: 1.851 s -> 1.513 s for 81 frames
-        at 480x832 in bf16, bench/results/side_by_side_vae_*.md).
+    def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool, fused_norm: bool = False,
+                         implicit_padding: bool = False) -> None:
+        """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
+        1.851 s -> 1.513 s with the first two, bench/results/side_by_side_vae_*.md).
 
         Args:
             channels_last_3d: store every Conv3d weight channels-last (cuDNN then runs the convolutions in NDHWC);
@@ -340,6 +342,10 @@ class WanVAE(nn.Module):
             cudnn_benchmark: let cuDNN time its convolution algorithms during decoding
                 (`torch.backends.cudnn.benchmark`, set only inside the decode and restored after it). Algorithm
                 choice may differ between runs, so results are reproducible to float rounding, not bit for bit.
+            fused_norm: each RMS norm + SiLU of the decoder runs as one compiled kernel (`vae_decode_fusion`;
+                torch.compile on first use); False restores diffusers' modules.
+            implicit_padding: the decoder's causal convolutions pad H and W inside cuDNN instead of copying the
+                padded activation (`vae_decode_fusion`); False restores diffusers' forward.
         """
         layout = torch.channels_last_3d if channels_last_3d else torch.contiguous_format
         with torch.no_grad():
@@ -347,6 +353,11 @@ class WanVAE(nn.Module):
                 if param.dim() == 5:  # Conv3d weights [out, in, t, h, w]
                     param.data = param.data.contiguous(memory_format=layout)
         self.decode_cudnn_benchmark = bool(cudnn_benchmark)
+        if fused_norm:
+            fuse_decoder_norms(self.autoencoder.decoder, compile=True)
+        else:
+            unfuse_decoder_norms(self.autoencoder.decoder)
+        implicit_padding_convs(self.autoencoder.decoder, bool(implicit_padding))
 
     def stream_decoder(self) -> WanVAEStreamDecoder:
         """A fresh streaming decoder (one per video) for pipelines that push chunks as they are generated."""

@@ -1,0 +1,131 @@
+"""Two memory-traffic levers of the Wan VAE decoder: one fused RMS-norm + SiLU kernel (`backbone.speed.vae_fused_norm`)
+and convolutions that leave their spatial zero padding to cuDNN (`backbone.speed.vae_implicit_padding`).
+
+Every residual block of diffusers' `WanDecoder3d` (and its head) applies `WanRMS_norm` and then SiLU to the whole
+activation. Eagerly that is a chain of separate kernels, each reading and writing the full tensor:
+
+    F.normalize (the L2 norm over channels, its clamp, the division) -> x scale -> x gamma -> + bias -> SiLU
+
+At 480x832 the top decoder level holds 96 channels x 4 frames x 399,360 pixels per latent frame, 307 MB in bf16, so
+these passes are memory-bound and add up to a sizeable share of the decode (bench/results/side_by_side_vae_*). The
+fused form reads the activation once and writes it once, computing in float32 and rounding to the input dtype once
+(eagerly each step rounds to bf16), so results agree with the eager chain to bf16 rounding.
+
+The fusion replaces, per decoder instance, each such norm's `forward` with the fused norm + SiLU and the block's
+SiLU module with an identity (the SiLU of a `WanResidualBlock` and of the decoder head follows only those norms).
+`unfuse_decoder_norms` restores both. The mid-block attention's norm (no SiLU after it) is left alone.
+
+diffusers' `WanCausalConv3d` concatenates its cached frames in front of the input and then `F.pad`s the result in
+time *and space* before a padding-free convolution: two full copies of the activation per 3x3x3 convolution. With
+`implicit_padding_convs` the explicit pad covers only the causal zeros in time (none once the cache is full) and the
+convolution pads H and W itself, which cuDNN does without a copy: the same zeros, so the same numbers up to the
+convolution algorithm's rounding.
+
+Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory format).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rms_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-12) -> torch.Tensor:
+    """SiLU(`WanRMS_norm`(x)) over channels (dim 1), in float32, returned in x's dtype.
+
+    Args:
+        x: `[B, C, ...]`.
+        weight: `[C, 1, ...]` = gamma x sqrt(C) (the norm's gain times its scale).
+        bias: `[C, 1, ...]` or None.
+        eps: F.normalize's floor on the L2 norm.
+    """
+    xf = x.float()
+    norm = xf.square().sum(dim=1, keepdim=True).sqrt().clamp_min(eps)  # [B, 1, ...]
+    y = xf / norm * weight.float()
+    if bias is not None:
+        y = y + bias.float()
+    return F.silu(y).to(x.dtype)
+
+
+@functools.cache
+def compiled_rms_norm_silu():
+    """`rms_norm_silu` through torch.compile (one kernel per memory layout; shapes symbolic, so the decoder's
+    levels and chunk lengths share it)."""
+    return torch.compile(rms_norm_silu, dynamic=True, fullgraph=True)
+
+
+def _fused_forward(norm: nn.Module, kernel, x: torch.Tensor) -> torch.Tensor:
+    bias = norm.bias if isinstance(norm.bias, torch.Tensor) else None
+    if bias is None and norm.bias != 0.0:
+        raise ValueError(f"WanRMS_norm with a non-tensor bias {norm.bias!r} is not supported by the fused norm")
+    return kernel(x, norm.gamma.float() * norm.scale, bias)
+
+
+def _norm_silu_pairs(decoder: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """(owner, [norms]) for every module whose `nonlinearity` is a SiLU applied only right after those norms."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResidualBlock
+
+    pairs = [(m, [m.norm1, m.norm2]) for m in decoder.modules() if isinstance(m, WanResidualBlock)]
+    pairs.append((decoder, [decoder.norm_out]))
+    return [(owner, norms) for owner, norms in pairs if isinstance(owner.nonlinearity, nn.SiLU)]
+
+
+def fuse_decoder_norms(decoder: nn.Module, *, compile: bool = True) -> int:
+    """Fuse every norm + SiLU pair of a diffusers `WanDecoder3d` in place. Returns the number of norms fused.
+
+    `compile=False` runs the same fused math eagerly (CPU tests; it saves no time).
+    """
+    if getattr(decoder, "_fused_norms", None):
+        unfuse_decoder_norms(decoder)
+    kernel = compiled_rms_norm_silu() if compile else rms_norm_silu
+    fused = []
+    for owner, norms in _norm_silu_pairs(decoder):
+        for norm in norms:
+            norm.forward = functools.partial(_fused_forward, norm, kernel)
+            fused.append(norm)
+        fused.append((owner, owner.nonlinearity))
+        owner.nonlinearity = nn.Identity()
+    decoder._fused_norms = fused
+    return sum(1 for item in fused if isinstance(item, nn.Module))
+
+
+def unfuse_decoder_norms(decoder: nn.Module) -> None:
+    """Undo `fuse_decoder_norms` (no-op if nothing is fused)."""
+    for item in getattr(decoder, "_fused_norms", None) or []:
+        if isinstance(item, tuple):
+            owner, silu = item
+            owner.nonlinearity = silu
+        else:
+            del item.forward  # back to the class's method
+    decoder._fused_norms = []
+
+
+def _implicit_padding_forward(conv: nn.Conv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """`WanCausalConv3d.forward` with the spatial zero padding inside the convolution. x: `[B, C, T, H, W]`."""
+    pad_w, _, pad_h, _, pad_t, _ = conv._padding  # (W left, W right, H top, H bottom, T front, T back = 0)
+    if cache_x is not None and pad_t > 0:
+        x = torch.cat([cache_x.to(x.device), x], dim=2)  # [B, C, T_cache + T, H, W]
+        pad_t -= cache_x.shape[2]
+    if pad_t > 0:
+        x = F.pad(x, (0, 0, 0, 0, pad_t, 0))  # causal zeros in front (time only)
+    return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, pad_h, pad_w), conv.dilation, conv.groups)
+
+
+def implicit_padding_convs(decoder: nn.Module, enabled: bool) -> int:
+    """Switch every `WanCausalConv3d` of a diffusers `WanDecoder3d` to (or back from) implicit spatial padding.
+    Returns the number of convolutions switched."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    convs = [m for m in decoder.modules() if isinstance(m, WanCausalConv3d)]
+    for conv in convs:
+        symmetric = conv._padding[0] == conv._padding[1] and conv._padding[2] == conv._padding[3]
+        if not symmetric or conv._padding[5] != 0:
+            raise ValueError(f"implicit padding needs symmetric H/W and front-only T padding, got {conv._padding}")
+        if enabled:
+            conv.forward = functools.partial(_implicit_padding_forward, conv)
+        elif "forward" in conv.__dict__:
+            del conv.forward  # back to the class's method
+    return len(convs)
