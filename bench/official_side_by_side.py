@@ -553,7 +553,8 @@ class Bench:
         cuda = device.type == "cuda"
         levers = dict(channels_last_3d=cuda and self.args.vae_channels_last, cudnn_benchmark=True,
                       fused_norm=cuda and self.args.vae_fused_norm,
-                      implicit_padding=cuda and self.args.vae_implicit_padding)
+                      implicit_padding=cuda and self.args.vae_implicit_padding,
+                      native_upsample=cuda and self.args.vae_native_upsample)
         fast_levers = [name for name, on in levers.items() if on]
 
         def with_levers(**levers):  # the harness's decode levers (backbone.speed.vae_*), off again after the call
@@ -567,7 +568,7 @@ class Bench:
 
         runners["ours_fast"] = (ours_vae, with_levers(**levers))
         # what each newer lever alone gains: ours_fast without it (the first round's ours_fast had neither)
-        for lever in ("fused_norm", "implicit_padding"):
+        for lever in ("fused_norm", "implicit_padding", "native_upsample"):
             if levers[lever]:
                 runners[f"ours_fast_no_{lever}"] = (ours_vae, with_levers(**(levers | {lever: False})))
         outputs, runs = {}, {k: [] for k in runners}
@@ -690,6 +691,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vae-channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-fused-norm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-implicit-padding", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-native-upsample", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)

@@ -250,10 +250,30 @@ def test_implicit_conv_padding_keeps_the_numbers_and_is_undone():
     assert torch.equal(vae.decode(latents), plain)
 
 
+def test_native_upsample_gives_the_same_bits_in_bf16_and_is_undone():
+    """`native_upsample`: nearest upsampling in bf16 instead of diffusers' float32 round trip is bit-identical."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample
+
+    from tokentrim.models.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).to(torch.bfloat16).eval()
+    latents = torch.randn(1, 3, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # [B, F, C, h, w]
+    plain = vae.decode(latents)
+    upsamplers = [m for m in vae.autoencoder.decoder.modules() if isinstance(m, WanUpsample)]
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, native_upsample=True)
+    assert len(upsamplers) == 2 and all("forward" in u.__dict__ for u in upsamplers)
+    assert torch.equal(vae.decode(latents), plain)
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False)
+    assert not any("forward" in u.__dict__ for u in upsamplers)
+
+
 def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
     from tokentrim.backbones import check_backbone_config, resolve_vae_speed
 
-    off = {"channels_last_3d": False, "cudnn_benchmark": False, "fused_norm": False, "implicit_padding": False}
+    off = {"channels_last_3d": False, "cudnn_benchmark": False, "fused_norm": False, "implicit_padding": False,
+           "native_upsample": False}
     assert resolve_vae_speed({}, "cpu") == off
     assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == {k: True for k in off}
     assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == {k: k != "channels_last_3d" for k in off}

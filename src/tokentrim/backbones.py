@@ -67,7 +67,7 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
 
 # auto | true | false
 SWITCH_SPEED_KEYS = ("compile_blocks", "vae_channels_last", "vae_cudnn_benchmark", "vae_fused_norm",
-                     "vae_implicit_padding")
+                     "vae_implicit_padding", "vae_native_upsample")
 SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
 
 
@@ -106,13 +106,14 @@ def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
 
 def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:
     """`backbone.speed` -> `WanVAE.set_decode_speed` kwargs; `auto` = on where the device is CUDA (channels-last
-    Conv3d weights, cudnn.benchmark, the fused RMS norm + SiLU, implicit conv padding; bench/results/
-    side_by_side_vae_*), off elsewhere."""
+    Conv3d weights, cudnn.benchmark, the fused RMS norm + SiLU, implicit conv padding, native-dtype upsampling;
+    bench/results/side_by_side_vae_*), off elsewhere."""
     check_speed_config(speed)
     return {"channels_last_3d": _switch_on(speed, "vae_channels_last", device),
             "cudnn_benchmark": _switch_on(speed, "vae_cudnn_benchmark", device),
             "fused_norm": _switch_on(speed, "vae_fused_norm", device),
-            "implicit_padding": _switch_on(speed, "vae_implicit_padding", device)}
+            "implicit_padding": _switch_on(speed, "vae_implicit_padding", device),
+            "native_upsample": _switch_on(speed, "vae_native_upsample", device)}
 
 
 def sampler_config(pipeline: str, sampler: Mapping[str, Any]):

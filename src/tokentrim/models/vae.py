@@ -36,7 +36,12 @@ from tokentrim.models.loading import (
     resolve_file,
     resolve_folder,
 )
-from tokentrim.models.vae_decode_fusion import fuse_decoder_norms, implicit_padding_convs, unfuse_decoder_norms
+from tokentrim.models.vae_decode_fusion import (
+    fuse_decoder_norms,
+    implicit_padding_convs,
+    native_upsample as set_native_upsample,
+    unfuse_decoder_norms,
+)
 from tokentrim.models.vae_full_sequence import encode_full_sequence
 
 logger = logging.getLogger(__name__)
@@ -332,7 +337,7 @@ class WanVAE(nn.Module):
             yield decoder.decode_chunk(chunk)
 
     def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool, fused_norm: bool = False,
-                         implicit_padding: bool = False) -> None:
+                         implicit_padding: bool = False, native_upsample: bool = False) -> None:
         """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
         1.851 s -> 1.513 s with the first two, bench/results/side_by_side_vae_*.md).
 
@@ -346,6 +351,8 @@ class WanVAE(nn.Module):
                 torch.compile on first use); False restores diffusers' modules.
             implicit_padding: the decoder's causal convolutions pad H and W inside cuDNN instead of copying the
                 padded activation (`vae_decode_fusion`); False restores diffusers' forward.
+            native_upsample: nearest upsampling in the activation's dtype instead of a float32 round trip (the same
+                bits; `vae_decode_fusion`); False restores diffusers' forward.
         """
         layout = torch.channels_last_3d if channels_last_3d else torch.contiguous_format
         with torch.no_grad():
@@ -358,6 +365,7 @@ class WanVAE(nn.Module):
         else:
             unfuse_decoder_norms(self.autoencoder.decoder)
         implicit_padding_convs(self.autoencoder.decoder, bool(implicit_padding))
+        set_native_upsample(self.autoencoder.decoder, bool(native_upsample))
 
     def stream_decoder(self) -> WanVAEStreamDecoder:
         """A fresh streaming decoder (one per video) for pipelines that push chunks as they are generated."""

@@ -1,5 +1,6 @@
-"""Two memory-traffic levers of the Wan VAE decoder: one fused RMS-norm + SiLU kernel (`backbone.speed.vae_fused_norm`)
-and convolutions that leave their spatial zero padding to cuDNN (`backbone.speed.vae_implicit_padding`).
+"""Memory-traffic levers of the Wan VAE decoder: one fused RMS-norm + SiLU kernel (`backbone.speed.vae_fused_norm`),
+convolutions that leave their spatial zero padding to cuDNN (`vae_implicit_padding`) and nearest upsampling in the
+activation's dtype (`vae_native_upsample`).
 
 Every residual block of diffusers' `WanDecoder3d` (and its head) applies `WanRMS_norm` and then SiLU to the whole
 activation. Eagerly that is a chain of separate kernels, each reading and writing the full tensor:
@@ -20,6 +21,10 @@ time *and space* before a padding-free convolution: two full copies of the activ
 `implicit_padding_convs` the explicit pad covers only the causal zeros in time (none once the cache is full) and the
 convolution pads H and W itself, which cuDNN does without a copy: the same zeros, so the same numbers up to the
 convolution algorithm's rounding.
+
+diffusers' `WanUpsample` casts to float32, upsamples (nearest-exact: every output is a copy of one input), and casts
+back: at the top level a 4x larger float32 tensor is written and read again. `native_upsample` upsamples in the
+input's dtype, which gives the same bits, since copying a value does not round it.
 
 Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory format).
 """
@@ -129,3 +134,23 @@ def implicit_padding_convs(decoder: nn.Module, enabled: bool) -> int:
         elif "forward" in conv.__dict__:
             del conv.forward  # back to the class's method
     return len(convs)
+
+
+def _native_upsample_forward(upsample: nn.Upsample, x: torch.Tensor) -> torch.Tensor:
+    return nn.Upsample.forward(upsample, x)  # diffusers' WanUpsample wraps this in .float() ... .type_as(x)
+
+
+def native_upsample(decoder: nn.Module, enabled: bool) -> int:
+    """Switch every nearest `WanUpsample` of a diffusers `WanDecoder3d` to (or back from) upsampling in the input's
+    dtype. Returns the number of upsamplers switched."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample
+
+    upsamplers = [m for m in decoder.modules() if isinstance(m, WanUpsample)]
+    for upsample in upsamplers:
+        if not upsample.mode.startswith("nearest"):
+            raise ValueError(f"native upsampling is exact for nearest modes only, got {upsample.mode!r}")
+        if enabled:
+            upsample.forward = functools.partial(_native_upsample_forward, upsample)
+        elif "forward" in upsample.__dict__:
+            del upsample.forward
+    return len(upsamplers)
