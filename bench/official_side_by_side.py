@@ -17,8 +17,11 @@ every stage so a cut-off run still leaves them):
            (its own rolling KV cache) vs our fastest `dit` variant, `--long-repeats` rounds, interleaved;
   vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with decode levers
            (cudnn.benchmark + channels_last_3d);
-  end-to-end FPS = pixel frames / (median DiT s + median decode s).
-Order: forward, dit, vae, end-to-end, long (the longest stage last, so a time limit cuts it first).
+  end-to-end FPS = pixel frames / (median DiT s + median decode s);
+  profile  (after dit) one more 81-frame video each of official and our fastest variant under torch.profiler: GPU
+           kernel time by kind (attention, GEMM, elementwise/reduction, copies) against the video's wall time, and the
+           top kernels; wall minus kernel time is where the GPU idles (launch-bound Python).
+Order: forward, dit, profile, vae, end-to-end, long (the longest stage last, so a time limit cuts it first).
 Timing: torch.cuda.synchronize() around each video; first-block latency = start -> end of the first block's last
 denoising call (one extra sync per video, in every variant); peak memory = max_memory_allocated during the video
 minus what was allocated before it, plus the variant's own weights (both models stay resident).
@@ -501,6 +504,38 @@ class Bench:
                 "fastest_ours": f"ours_{self.best_variant}",
                 "speed_configs": {f"ours_{n}": vars(s) for n, s in self.variants.items()}}
 
+    def stage_profile(self) -> dict:
+        """One 81-frame video per variant (official, our fastest) under torch.profiler, after the dit stage's warm-up."""
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = self.device.type == "cuda"
+        activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+        pipe = self.ours_pipe(window=21, sink=0)
+        names = ["official", f"ours_{self.best_variant}"]
+        out = {}
+        for name, (_timer, run) in self.runners(self.noise_short, pipe, names).items():
+            sync(self.device)
+            with profile(activities=[activity]) as prof:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    run(100)
+                sync(self.device)
+                wall = time.perf_counter() - start
+            kernels = [(e.key, (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6, e.count)
+                       for e in prof.key_averages()]
+            kernels = [k for k in kernels if k[1] > 0]
+            by_kind: dict[str, float] = {}
+            for key, seconds, _ in kernels:
+                by_kind[kernel_kind(key)] = by_kind.get(kernel_kind(key), 0.0) + seconds
+            busy = sum(by_kind.values())
+            top = sorted(kernels, key=lambda k: -k[1])[:12]
+            out[name] = {"wall_s": wall, "kernel_s": busy, "idle_s": max(0.0, wall - busy) if cuda else None,
+                         "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+                         "top": [{"kernel": k[:120], "s": sec, "calls": n} for k, sec, n in top]}
+            log(f"  profile {name}: wall {wall:.3f} s, kernels {busy:.3f} s, {out[name]['by_kind_s']}")
+        return {"latent_frames": self.geo.short_frames, "activity": "cuda kernels" if cuda else "cpu ops",
+                "variants": out}
+
     def stage_long(self) -> dict:
         geo = self.geo
         if self.official is not None:
@@ -613,6 +648,24 @@ class Bench:
         return {"pixel_frames": frames, "rows": out}
 
 
+KERNEL_KINDS = (  # (kind, name fragments), first match wins; names of cuDNN / flash / cuBLAS / inductor kernels
+    ("attention", ("fmha", "flash", "attention", "sdpa", "cudnn_generated_fort_native_sdpa")),
+    ("gemm", ("gemm", "xmma", "cutlass", "nvjet", "sm90_", "sm80_", "cublas", "addmm", "aten::mm", "linear")),
+    ("copy", ("copy", "cat", "memcpy", "memset", "fill", "index", "clone")),
+    ("elementwise/reduction", ("triton", "elementwise", "reduce", "vectorized", "norm", "softmax", "mul", "add",
+                               "silu", "gelu", "pow", "rsqrt", "mean")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """Coarse kind of one kernel (or CPU op) by its name; 'other' if nothing matches."""
+    lowered = name.lower()
+    for kind, fragments in KERNEL_KINDS:
+        if any(f in lowered for f in fragments):
+            return kind
+    return "other"
+
+
 def torch_no_grad(fn):
     with torch.no_grad():
         return fn()
@@ -667,6 +720,22 @@ def render_markdown(record: dict) -> str:
             lines.append(f"| {label} | {row['dit']} | {row['decode']} | {row['seconds']:.3f} | {row['fps']:.2f} | "
                          f"{_fmt(row.get('speedup_vs_official'), '.2f')} |")
         lines.append("")
+    st = stages.get("profile")
+    if st and "error" not in st:
+        variants = st["variants"]
+        kinds = sorted({k for v in variants.values() for k in v["by_kind_s"]})
+        lines += [f"## profile: one {st['latent_frames']}-latent-frame video each ({st['activity']}, seconds)", "",
+                  "| variant | wall | kernels | idle | " + " | ".join(kinds) + " |",
+                  "|---|---|---|---|" + "---|" * len(kinds)]
+        for name, v in variants.items():
+            lines.append(f"| {name} | {v['wall_s']:.3f} | {v['kernel_s']:.3f} | {_fmt(v['idle_s'])} | "
+                         + " | ".join(_fmt(v["by_kind_s"].get(k)) for k in kinds) + " |")
+        for name, v in variants.items():
+            lines += ["", f"Top kernels, {name}:", ""] + [f"- {t['s']:.3f} s, {t['calls']} calls: `{t['kernel']}`"
+                                                         for t in v["top"]]
+        lines.append("")
+    elif st:
+        lines += ["## profile: FAILED", "", f"`{st['error']}`", ""]
     st = stages.get("forward")
     if st and "error" not in st:
         lines += ["## one DiT call (block 0, t=1000), ours vs official", "",
@@ -685,7 +754,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--long-repeats", type=int, default=2)
-    parser.add_argument("--what", default="forward,dit,long,vae", help="stages, comma-separated: forward,dit,long,vae")
+    parser.add_argument("--what", default="forward,dit,long,vae",
+                        help="stages, comma-separated: forward,dit,long,vae,profile (profile needs dit)")
     parser.add_argument("--ours-variants", default="eager,cudnn,compile,compile+cudnn",
                         help="our speed variants, the first is the reference (see parse_variant)")
     parser.add_argument("--vae-channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -696,9 +766,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
     what = [w for w in args.what.split(",") if w]
-    unknown = set(what) - {"forward", "dit", "long", "vae"}
+    unknown = set(what) - {"forward", "dit", "long", "vae", "profile"}
     if unknown:
-        raise ValueError(f"--what: unknown stages {sorted(unknown)}; allowed: forward, dit, long, vae")
+        raise ValueError(f"--what: unknown stages {sorted(unknown)}; allowed: forward, dit, long, vae, profile")
+    if "profile" in what and "dit" not in what:
+        raise ValueError("--what: profile needs the dit stage (its warm-up compiles and picks the fastest variant)")
     if args.repeats < 1 or args.long_repeats < 1:
         raise ValueError(f"--repeats and --long-repeats must be >= 1, got {args.repeats}, {args.long_repeats}")
     if any("compile" in v for v in args.ours_variants.split(",")):
@@ -715,6 +787,8 @@ def main(argv: list[str] | None = None) -> dict:
         bench.stage("forward", bench.stage_forward)
     if "dit" in what:
         bench.stage("dit", bench.stage_dit)
+    if "profile" in what:
+        bench.stage("profile", bench.stage_profile)
     if "vae" in what:
         bench.stage("vae", bench.stage_vae)
     if "dit" in what and "vae" in what:

@@ -112,7 +112,7 @@ def _load_bench():
 
 def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_md(tmp_path):
     bench = _load_bench()
-    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "dit,long",
+    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "dit,long,profile",
                          "--repeats", "1", "--long-repeats", "1", "--ours-variants", "eager,aot"])
     dit = record["stages"]["dit"]
     assert set(dit["variants"]) == {"ours_eager", "ours_aot"}
@@ -121,6 +121,14 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
     written = json.loads(next(tmp_path.glob("side_by_side_*.json")).read_text())
     assert written["notes"] == ["no --official-sf: our side only"]
     assert "## dit: 6 latent frames" in next(tmp_path.glob("side_by_side_*.md")).read_text()
+    profiled = record["stages"]["profile"]["variants"][dit["fastest_ours"]]  # CPU: ops, not kernels
+    assert profiled["kernel_s"] > 0 and profiled["top"] and sum(profiled["by_kind_s"].values()) == pytest.approx(
+        profiled["kernel_s"])
+    assert bench.kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32") == "gemm"
+    assert bench.kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert bench.kernel_kind("triton_per_fused_add_mul_0") == "elementwise/reduction"
+    with pytest.raises(ValueError, match="profile needs the dit stage"):
+        bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "profile"])
 
 
 def test_side_by_side_bench_rejects_unknown_lever():
