@@ -126,7 +126,10 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
         profiled["kernel_s"])
     assert bench.kernel_kind("sm90_xmma_gemm_bf16bf16_bf16f32") == "gemm"
     assert bench.kernel_kind("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
-    assert bench.kernel_kind("triton_per_fused_add_mul_0") == "elementwise/reduction"
+    assert bench.kernel_kind("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_3") == "fused by inductor"
+    assert bench.kernel_kind("void at::native::unrolled_elementwise_kernel<direct_copy_kernel_cuda>") == "copy"
+    assert bench.kernel_kind("void at::native::vectorized_elementwise_kernel<GeluCUDAKernelImpl>") == (
+        "elementwise/reduction")
     with pytest.raises(ValueError, match="profile needs the dit stage"):
         bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "profile"])
 
