@@ -294,3 +294,16 @@ def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected
         check_backbone_config(base | {"speed": {"vae_channels_last": "on"}})
     with pytest.raises(ValueError, match=r"^backbone.speed.vae_fused_norm must be auto, true or false, got 2$"):
         check_backbone_config(base | {"speed": {"vae_fused_norm": 2}})
+
+
+def test_attention_layout_bench_times_both_layouts_of_the_same_values(tmp_path):
+    spec = importlib.util.spec_from_file_location("attention_layout", ROOT / "bench" / "attention_layout.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = bench.main(["--device", "cpu", "--out", str(tmp_path), "--tokens-per-frame", "4", "--cache-frames", "3,6",
+                         "--repeats", "2", "--inner", "1", "--backend", "auto"])
+    assert [r["k_len"] for r in record["rows"]] == [12, 24]
+    assert all(r["bhsd_ms"] > 0 and r["bshd_ms"] > 0 and r["max_abs_diff"] < 1e-5 for r in record["rows"])
+    assert "| 6 | 12 | 24 |" in next(tmp_path.glob("attention_layout_*.md")).read_text()
+    with pytest.raises(ValueError, match="--repeats and --inner must be >= 1"):
+        bench.main(["--device", "cpu", "--out", str(tmp_path), "--repeats", "0"])
