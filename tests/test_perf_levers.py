@@ -239,6 +239,27 @@ def test_fused_decoder_norm_keeps_the_numbers_compiled_and_is_undone():
     assert all(isinstance(m.nonlinearity, torch.nn.SiLU) for m in decoder.modules() if hasattr(m, "norm1"))
 
 
+
+def test_fused_norm_falls_back_to_eager_when_compilation_fails(monkeypatch, caplog):
+    """A machine where torch.compile breaks: the fused norm warns once and computes the same numbers eagerly."""
+    from tokentrim.models import vae_decode_fusion as fusion
+
+    def broken_compile(fn, **kwargs):
+        def failing(*args):
+            raise RuntimeError("no triton on this machine")
+        return failing
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    kernel = fusion.CompiledRMSNormSiLU()
+    x = torch.randn(2, 8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    weight = torch.rand(8, 1, 1, 1) * 8 ** 0.5
+    with caplog.at_level("WARNING"):
+        first, second = kernel(x, weight, None), kernel(x, weight, None)
+    assert kernel.failed and sum("torch.compile failed" in r.message for r in caplog.records) == 1
+    expected = torch.nn.functional.silu(torch.nn.functional.normalize(x, dim=1) * weight)
+    torch.testing.assert_close(first, expected)
+    assert torch.equal(first, second)
+
 def test_implicit_conv_padding_keeps_the_numbers_and_is_undone():
     """`implicit_padding`: the decoder's causal convs pad H, W inside the convolution (no padded copy); streaming
     (cache concatenated in front) and the first chunk (causal zeros) give diffusers' numbers; off restores them."""

@@ -39,7 +39,7 @@ from tokentrim.models.loading import (
 from tokentrim.models.vae_decode_fusion import (
     fuse_decoder_norms,
     implicit_padding_convs,
-    native_upsample as set_native_upsample,
+    native_upsampling,
     unfuse_decoder_norms,
 )
 from tokentrim.models.vae_full_sequence import encode_full_sequence
@@ -339,7 +339,7 @@ class WanVAE(nn.Module):
     def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool, fused_norm: bool = False,
                          implicit_padding: bool = False, native_upsample: bool = False) -> None:
         """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
-        1.851 s -> 1.513 s with the first two, bench/results/side_by_side_vae_*.md).
+        1.851 s -> 1.513 s with the first two, 1.17-1.28 s with all five; bench/results/side_by_side_*H100*).
 
         Args:
             channels_last_3d: store every Conv3d weight channels-last (cuDNN then runs the convolutions in NDHWC);
@@ -365,7 +365,7 @@ class WanVAE(nn.Module):
         else:
             unfuse_decoder_norms(self.autoencoder.decoder)
         implicit_padding_convs(self.autoencoder.decoder, bool(implicit_padding))
-        set_native_upsample(self.autoencoder.decoder, bool(native_upsample))
+        native_upsampling(self.autoencoder.decoder, bool(native_upsample))
 
     def stream_decoder(self) -> WanVAEStreamDecoder:
         """A fresh streaming decoder (one per video) for pipelines that push chunks as they are generated."""

@@ -23,8 +23,8 @@ convolution pads H and W itself, which cuDNN does without a copy: the same zeros
 convolution algorithm's rounding.
 
 diffusers' `WanUpsample` casts to float32, upsamples (nearest-exact: every output is a copy of one input), and casts
-back: at the top level a 4x larger float32 tensor is written and read again. `native_upsample` upsamples in the
-input's dtype, which gives the same bits, since copying a value does not round it.
+back: at the top level a 4x larger float32 tensor is written and read again. `native_upsampling` upsamples in
+the input's dtype, which gives the same bits, since copying a value does not round it.
 
 Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory format).
 """
@@ -32,10 +32,13 @@ Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def rms_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-12) -> torch.Tensor:
@@ -55,11 +58,29 @@ def rms_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return F.silu(y).to(x.dtype)
 
 
+class CompiledRMSNormSiLU:
+    """`rms_norm_silu` through torch.compile (shapes symbolic, so the decoder's levels and chunk lengths share one
+    kernel per memory layout). If compilation fails on this machine (no Triton, no C++ compiler), it warns once and
+    runs the same math eagerly from then on, so a decode never dies on its compiler."""
+
+    def __init__(self):
+        self.compiled = torch.compile(rms_norm_silu, dynamic=True, fullgraph=True)
+        self.failed = False
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x, weight, bias)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: same math, eager
+                self.failed = True
+                logger.warning("vae_fused_norm: torch.compile failed (%s: %s); running the fused norm eagerly",
+                               type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return rms_norm_silu(x, weight, bias)
+
+
 @functools.cache
-def compiled_rms_norm_silu():
-    """`rms_norm_silu` through torch.compile (one kernel per memory layout; shapes symbolic, so the decoder's
-    levels and chunk lengths share it)."""
-    return torch.compile(rms_norm_silu, dynamic=True, fullgraph=True)
+def compiled_rms_norm_silu() -> CompiledRMSNormSiLU:
+    return CompiledRMSNormSiLU()
 
 
 def _fused_forward(norm: nn.Module, kernel, x: torch.Tensor) -> torch.Tensor:
@@ -83,29 +104,27 @@ def fuse_decoder_norms(decoder: nn.Module, *, compile: bool = True) -> int:
 
     `compile=False` runs the same fused math eagerly (CPU tests; it saves no time).
     """
-    if getattr(decoder, "_fused_norms", None):
-        unfuse_decoder_norms(decoder)
+    unfuse_decoder_norms(decoder)
     kernel = compiled_rms_norm_silu() if compile else rms_norm_silu
-    fused = []
-    for owner, norms in _norm_silu_pairs(decoder):
-        for norm in norms:
+    norms, silus = [], []  # what unfuse_decoder_norms restores
+    for owner, owned_norms in _norm_silu_pairs(decoder):
+        for norm in owned_norms:
             norm.forward = functools.partial(_fused_forward, norm, kernel)
-            fused.append(norm)
-        fused.append((owner, owner.nonlinearity))
+            norms.append(norm)
+        silus.append((owner, owner.nonlinearity))
         owner.nonlinearity = nn.Identity()
-    decoder._fused_norms = fused
-    return sum(1 for item in fused if isinstance(item, nn.Module))
+    decoder._fused_norms = (norms, silus)
+    return len(norms)
 
 
 def unfuse_decoder_norms(decoder: nn.Module) -> None:
     """Undo `fuse_decoder_norms` (no-op if nothing is fused)."""
-    for item in getattr(decoder, "_fused_norms", None) or []:
-        if isinstance(item, tuple):
-            owner, silu = item
-            owner.nonlinearity = silu
-        else:
-            del item.forward  # back to the class's method
-    decoder._fused_norms = []
+    norms, silus = getattr(decoder, "_fused_norms", None) or ([], [])
+    for norm in norms:
+        del norm.forward  # back to the class's method
+    for owner, silu in silus:
+        owner.nonlinearity = silu
+    decoder._fused_norms = None
 
 
 def _implicit_padding_forward(conv: nn.Conv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,7 +159,7 @@ def _native_upsample_forward(upsample: nn.Upsample, x: torch.Tensor) -> torch.Te
     return nn.Upsample.forward(upsample, x)  # diffusers' WanUpsample wraps this in .float() ... .type_as(x)
 
 
-def native_upsample(decoder: nn.Module, enabled: bool) -> int:
+def native_upsampling(decoder: nn.Module, enabled: bool) -> int:
     """Switch every nearest `WanUpsample` of a diffusers `WanDecoder3d` to (or back from) upsampling in the input's
     dtype. Returns the number of upsamplers switched."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample

@@ -1,0 +1,37 @@
+"""scripts/tinyworld_shift_sweep.py: the shipped model's in-window scores per sampler shift (tiny.yaml's evidence)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tokentrim.tinyworld.metrics import DIMENSIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("tinyworld_shift_sweep", ROOT / "scripts" / "tinyworld_shift_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_writes_scores_per_shift_and_differs_between_shifts(tmp_path):
+    out = tmp_path / "sweep.json"
+    _script().main(["--out", str(out), "--shifts", "1,5", "--prompts", "2"])
+    record = json.loads(out.read_text())
+    assert record["prompt_seed"] == 1 and set(record["scores"]) == {"1.0", "5.0"}
+    for scores in record["scores"].values():
+        assert set(scores) == set(DIMENSIONS) and all(0.0 <= v <= 1.0 for v in scores.values())
+    assert record["scores"]["1.0"] != record["scores"]["5.0"]  # the shift reaches the sampler
+
+
+def test_bad_shifts_exit_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _script().main(["--out", str(tmp_path / "x.json"), "--shifts", "3,abc"])
+    assert "--shifts must be comma-separated numbers, got '3,abc'" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
