@@ -22,15 +22,17 @@ from tokentrim.tinyworld.prompts import prompt_set
 from tokentrim.tinyworld.training import generate_latents, score_video, to_uint8_frames
 
 
-def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int) -> dict[str, dict[str, float]]:
-    """shift -> {dimension: mean whole-video score over the prompts}."""
+def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int,
+          ) -> tuple[int, dict[str, dict[str, float]]]:
+    """(latent frames generated = the training window, {shift: {dimension: mean whole-video score over prompts}})."""
     tw = load_tinyworld()
     prompts = prompt_set(split="heldout", count=num_prompts, seed=prompt_seed)
     latent_shape = (tw.latent_channels, tw.latent_height, tw.latent_width)
     out = {}
     for shift in shifts:
         with torch.no_grad():
-            latents = generate_latents(tw.model, tw.text_encoder, prompts, num_latent_frames=tw.train_window_latent_frames,
+            latents = generate_latents(tw.model, tw.text_encoder, prompts,
+                                       num_latent_frames=tw.train_window_latent_frames,
                                        sampler=dict(tw.sampler) | {"shift": shift}, seed=noise_seed,
                                        latent_shape=latent_shape)
             videos = tw.vae.decode(latents)  # [B, T, 3, H, W]
@@ -41,7 +43,7 @@ def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed
                     sums.setdefault(row["dimension"], []).append(row["score"])
         out[str(shift)] = {k: sum(v) / len(v) for k, v in sums.items()}
         print(shift, {k: round(v, 3) for k, v in out[str(shift)].items()}, flush=True)
-    return out
+    return tw.train_window_latent_frames, out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--shifts must be comma-separated numbers, got {args.shifts!r}")
     if args.prompts < 1 or any(s <= 0 for s in shifts):
         parser.error(f"--prompts must be >= 1 and every shift > 0, got {args.prompts} and {shifts}")
-    scores = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed, noise_seed=args.noise_seed)
+    window, scores = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed, noise_seed=args.noise_seed)
     record = {"prompt_split": "heldout", "prompt_seed": args.prompt_seed, "num_prompts": args.prompts,
-              "noise_seed": args.noise_seed, "latent_frames": "training window", "scores": scores}
+              "noise_seed": args.noise_seed, "latent_frames": window, "scores": scores}
     write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     print("wrote", args.out)
 

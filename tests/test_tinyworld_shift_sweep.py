@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("tinyworld_shift_sweep", ROOT / "scripts" / "tinyworld_shift_sweep.py")
+    spec = importlib.util.spec_from_file_location("shift_sweep", ROOT / "scripts" / "tinyworld_shift_sweep.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -24,7 +24,7 @@ def test_sweep_writes_scores_per_shift_and_differs_between_shifts(tmp_path):
     out = tmp_path / "sweep.json"
     _script().main(["--out", str(out), "--shifts", "1,5", "--prompts", "2"])
     record = json.loads(out.read_text())
-    assert record["prompt_seed"] == 1 and set(record["scores"]) == {"1.0", "5.0"}
+    assert record["prompt_seed"] == 1 and record["latent_frames"] == 12 and set(record["scores"]) == {"1.0", "5.0"}
     for scores in record["scores"].values():
         assert set(scores) == set(DIMENSIONS) and all(0.0 <= v <= 1.0 for v in scores.values())
     assert record["scores"]["1.0"] != record["scores"]["5.0"]  # the shift reaches the sampler
