@@ -15,8 +15,9 @@ every stage so a cut-off run still leaves them):
            (excluded; its output is the equality check), then `--repeats` rounds interleaved A B C A B C;
   long     (run last) 30 s rollout (120 latent, 21-frame window, 3 sink frames): official `local_attn_size=21, sink_size=3`
            (its own rolling KV cache) vs our fastest `dit` variant, `--long-repeats` rounds, interleaved;
-  vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with decode levers
-           (cudnn.benchmark + channels_last_3d);
+  vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with the harness's decode
+           levers (`ours_fast`: channels_last_3d, cudnn.benchmark, fused_norm, implicit_padding, native_upsample),
+           and `ours_fast_no_<lever>` without each of the last three (what each one gains);
   end-to-end FPS = pixel frames / (median DiT s + median decode s);
   profile  (after dit) one more 81-frame video each of official and our fastest variant under torch.profiler: GPU
            kernel time by kind (attention, GEMM, inductor-fused, copies, eager elementwise/reduction) against the

@@ -86,6 +86,12 @@ def render_clips(
 
 
 # ---------------------------------------------------------------------------------------------- VAE
+def is_object(pixels: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """Object pixels of `pixels` in [-1, 1]: max channel > 0.55 in [0, 1], the TinyWorld metrics' foreground rule
+    (`metrics.detect`'s `fg_threshold`). Bool, `channel_dim` reduced."""
+    return (pixels.amax(dim=channel_dim) + 1.0) / 2.0 > 0.55
+
+
 def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weight: float,
              generator: torch.Generator | None = None, sample_posterior: bool = True,
              ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -107,7 +113,7 @@ def vae_loss(autoencoder, pixels: torch.Tensor, *, kl_weight: float, object_weig
         z = z + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=x.device,
                                             dtype=posterior.mean.dtype)
     recon = decode_full_sequence(autoencoder, z)  # [B, 3, T, H, W], = autoencoder._decode(z).sample
-    foreground = ((x.amax(dim=1, keepdim=True) + 1.0) / 2.0 > 0.55).to(recon.dtype)  # [B, 1, T, H, W]
+    foreground = is_object(x, channel_dim=1).unsqueeze(1).to(recon.dtype)  # [B, 1, T, H, W]
     l1 = ((recon.float() - x.float()).abs() * (1.0 + object_weight * foreground)).mean()
     kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
     loss = l1 + kl_weight * kl
@@ -124,7 +130,7 @@ def object_coverage(pixels: torch.Tensor, *, temporal_stride: int, spatial_strid
     batch_size, num_frames, _, height, width = pixels.shape
     if (num_frames - 1) % temporal_stride:
         raise ValueError(f"pixels need 1 + {temporal_stride}k frames, got {num_frames}")
-    foreground = ((pixels.amax(dim=2) + 1.0) / 2.0 > 0.55).float()  # [B, T, H, W]
+    foreground = is_object(pixels, channel_dim=2).float()  # [B, T, H, W]
     first = foreground[:, :1].expand(-1, temporal_stride, -1, -1)  # frame 0 alone: repeated to a full group
     grouped = torch.cat([first, foreground[:, 1:]], dim=1)  # [B, s F, H, W]
     grouped = grouped.unflatten(1, (-1, temporal_stride)).mean(dim=2)  # [B, F, H, W]
