@@ -680,6 +680,17 @@ def _fmt(value, spec=".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table: the header, its rule, one line per row of cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]]
+
+
+def _spread(stats: dict) -> list[str]:
+    """median, min, max of a `summary()` dict, as table cells."""
+    return [f"{stats['median']:.3f}", f"{stats['min']:.3f}", f"{stats['max']:.3f}"]
+
+
 def render_markdown(record: dict) -> str:
     env = record.get("env") or {}
     lines = [f"# Self Forcing side by side with the official code: {env.get('device_name', '?')}, {env.get('date_utc', '?')}", "",
@@ -695,45 +706,38 @@ def render_markdown(record: dict) -> str:
         if "error" in st:
             lines += [f"## {name}: FAILED", "", f"`{st['error']}`", ""]
             continue
+        rows = [[v, *_spread(row["total_s"]), f"{row['fps_dit_only']:.2f}", _fmt(row.get("speedup_vs_official"), ".2f"),
+                 _fmt(row["first_block_s"]["median"] if row.get("first_block_s") else None),
+                 _fmt(row["peak_mem_gib"], ".2f")] for v, row in st["variants"].items()]
         lines += [f"## {name}: {st['latent_frames']} latent frames", "",
-                  "| variant | median s | min s | max s | FPS (DiT only) | x official | first block s | peak GiB |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for v, row in st["variants"].items():
-            fb = row["first_block_s"]["median"] if row.get("first_block_s") else None
-            lines.append(f"| {v} | {row['total_s']['median']:.3f} | {row['total_s']['min']:.3f} | {row['total_s']['max']:.3f} | "
-                         f"{row['fps_dit_only']:.2f} | {_fmt(row.get('speedup_vs_official'), '.2f')} | {_fmt(fb)} | "
-                         f"{_fmt(row['peak_mem_gib'], '.2f')} |")
+                  *md_table(["variant", "median s", "min s", "max s", "FPS (DiT only)", "x official", "first block s",
+                             "peak GiB"], rows)]
         lines += ["", *[f"- {k}: max abs {e['max_abs']:.3g}, rel max {e['rel_max']:.3g}, rel mean {e['rel_mean']:.3g}, "
                         f"within bf16 tolerance: {e['within_bf16_tolerance']}" for k, e in st.get("equality", {}).items()], ""]
     st = stages.get("vae")
     if st and "error" not in st:
+        rows = [[v, *_spread(row["total_s"]), f"{row['fps']:.2f}", _fmt(row["peak_mem_gib"], ".2f")]
+                for v, row in st["variants"].items()]
         lines += [f"## vae decode: {st['latent_frames']} latent -> {st['pixel_frames']} frames at {st['pixel_hw']}", "",
-                  "| variant | median s | min s | max s | FPS | peak GiB |", "|---|---|---|---|---|---|"]
-        for v, row in st["variants"].items():
-            lines.append(f"| {v} | {row['total_s']['median']:.3f} | {row['total_s']['min']:.3f} | {row['total_s']['max']:.3f} | "
-                         f"{row['fps']:.2f} | {_fmt(row['peak_mem_gib'], '.2f')} |")
+                  *md_table(["variant", "median s", "min s", "max s", "FPS", "peak GiB"], rows)]
         lines += ["", f"ours_fast levers: {', '.join(st['fast_levers'])}",
                   *[f"- {k}: max abs {e['max_abs']:.3g}, rel mean {e['rel_mean']:.3g}" for k, e in st["equality"].items()], ""]
     elif st:
         lines += ["## vae: FAILED", "", f"`{st['error']}`", ""]
     st = stages.get("end_to_end")
     if st and "error" not in st:
+        rows = [[label, row["dit"], row["decode"], f"{row['seconds']:.3f}", f"{row['fps']:.2f}",
+                 _fmt(row.get("speedup_vs_official"), ".2f")] for label, row in st["rows"].items()]
         lines += [f"## end to end ({st['pixel_frames']} frames): FPS = frames / (DiT median + decode median)", "",
-                  "| row | DiT | decode | s | FPS | x official |", "|---|---|---|---|---|---|"]
-        for label, row in st["rows"].items():
-            lines.append(f"| {label} | {row['dit']} | {row['decode']} | {row['seconds']:.3f} | {row['fps']:.2f} | "
-                         f"{_fmt(row.get('speedup_vs_official'), '.2f')} |")
-        lines.append("")
+                  *md_table(["row", "DiT", "decode", "s", "FPS", "x official"], rows), ""]
     st = stages.get("profile")
     if st and "error" not in st:
         variants = st["variants"]
         kinds = sorted({k for v in variants.values() for k in v["by_kind_s"]})
+        rows = [[name, f"{v['wall_s']:.3f}", f"{v['kernel_s']:.3f}", _fmt(v["idle_s"]),
+                 *[_fmt(v["by_kind_s"].get(k)) for k in kinds]] for name, v in variants.items()]
         lines += [f"## profile: one {st['latent_frames']}-latent-frame video each ({st['activity']}, seconds)", "",
-                  "| variant | wall | kernels | idle | " + " | ".join(kinds) + " |",
-                  "|---|---|---|---|" + "---|" * len(kinds)]
-        for name, v in variants.items():
-            lines.append(f"| {name} | {v['wall_s']:.3f} | {v['kernel_s']:.3f} | {_fmt(v['idle_s'])} | "
-                         + " | ".join(_fmt(v["by_kind_s"].get(k)) for k in kinds) + " |")
+                  *md_table(["variant", "wall", "kernels", "idle", *kinds], rows)]
         for name, v in variants.items():
             lines += ["", f"Top kernels, {name}:", ""] + [f"- {t['s']:.3f} s, {t['calls']} calls: `{t['kernel']}`"
                                                          for t in v["top"]]
