@@ -65,9 +65,11 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"backbone.video.num_latent_frames must be a positive integer, got {frames!r}")
 
 
-# auto | true | false
-SWITCH_SPEED_KEYS = ("compile_blocks", "vae_channels_last", "vae_cudnn_benchmark", "vae_fused_norm",
-                     "vae_implicit_padding", "vae_native_upsample")
+# `backbone.speed` decode lever -> its `WanVAE.set_decode_speed` argument
+VAE_SPEED_KEYS = {"vae_channels_last": "channels_last_3d", "vae_cudnn_benchmark": "cudnn_benchmark",
+                  "vae_fused_norm": "fused_norm", "vae_implicit_padding": "implicit_padding",
+                  "vae_native_upsample": "native_upsample"}
+SWITCH_SPEED_KEYS = ("compile_blocks", *VAE_SPEED_KEYS)  # auto | true | false
 SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
 
 
@@ -109,11 +111,7 @@ def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:
     Conv3d weights, cudnn.benchmark, the fused RMS norm + SiLU, implicit conv padding, native-dtype upsampling;
     bench/results/side_by_side_vae_*), off elsewhere."""
     check_speed_config(speed)
-    return {"channels_last_3d": _switch_on(speed, "vae_channels_last", device),
-            "cudnn_benchmark": _switch_on(speed, "vae_cudnn_benchmark", device),
-            "fused_norm": _switch_on(speed, "vae_fused_norm", device),
-            "implicit_padding": _switch_on(speed, "vae_implicit_padding", device),
-            "native_upsample": _switch_on(speed, "vae_native_upsample", device)}
+    return {argument: _switch_on(speed, key, device) for key, argument in VAE_SPEED_KEYS.items()}
 
 
 def sampler_config(pipeline: str, sampler: Mapping[str, Any]):
