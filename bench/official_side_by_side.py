@@ -17,8 +17,9 @@ every stage so a cut-off run still leaves them):
            (its own rolling KV cache) vs our fastest `dit` variant, `--long-repeats` rounds, interleaved;
   vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with the harness's decode
            levers (`ours_fast`: channels_last_3d, cudnn.benchmark, fused_norm, implicit_padding, native_upsample),
-           and `ours_fast_no_<lever>` without each of the last three (what each one gains);
-  end-to-end FPS = pixel frames / (median DiT s + median decode s);
+           and `ours_fast_no_<lever>` without each of the last three (what each one gains); `ours_fast_k<k>`
+           decodes k latent frames per decoder call (`--vae-frames-per-call`);
+  end-to-end FPS = pixel frames / (median DiT s + median decode s), ours with its fastest DiT and decode rows;
   profile  (after dit) one more 81-frame video each of official and our fastest variant under torch.profiler: GPU
            kernel time by kind (attention, GEMM, inductor-fused, copies, eager elementwise/reduction) against the
            video's wall time, and the top kernels; wall minus kernel time is where the GPU idles (launch-bound Python).
@@ -88,11 +89,18 @@ TINY = Geometry(model=dict(text_len=8, dim=64, ffn_dim=128, text_dim=32, num_hea
 
 
 def parse_variant(spec: str) -> WanSpeedConfig:
-    """'eager' | '+'-joined levers: cudnn (cuDNN then flash SDPA), flash, math, compile (inductor), aot (aot_eager)."""
+    """'eager' | '+'-joined levers: cudnn (cuDNN then flash SDPA), flash, math, compile (inductor), aot (aot_eager),
+    tokmajor (token-major q/k/v and KV cache), gelu (the FFN's GEMM with a GELU epilogue), tune (inductor's
+    coordinate-descent tuning of the compiled kernels)."""
     backends: list[str] = []
     compile_backend = None
+    switches = {"tokmajor": "token_major", "gelu": "gelu_epilogue", "tune": "compile_tuning"}
+    on: dict[str, bool] = {}
     for lever in spec.split("+"):
         if lever == "eager":
+            continue
+        if lever in switches:
+            on[switches[lever]] = True
             continue
         if lever == "cudnn":
             backends += ["cudnn", "flash"]
@@ -103,12 +111,24 @@ def parse_variant(spec: str) -> WanSpeedConfig:
         elif lever == "aot":
             compile_backend = "aot_eager"
         else:
-            raise ValueError(f"--ours-variants: unknown lever {lever!r} in {spec!r} (eager, cudnn, flash, math, efficient, compile, aot)")
+            raise ValueError(f"--ours-variants: unknown lever {lever!r} in {spec!r} "
+                             f"(eager, cudnn, flash, math, efficient, compile, aot, {', '.join(switches)})")
     return WanSpeedConfig(attention_backends=tuple(backends), compile_blocks=compile_backend is not None,
-                          compile_backend=compile_backend or "inductor")
+                          compile_backend=compile_backend or "inductor", **on)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _positive_ints(text: str) -> list[int]:
+    """'2,3' -> [2, 3] (argparse type; a bad list is one argparse error line)."""
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -608,6 +628,8 @@ class Bench:
         for lever in ("fused_norm", "implicit_padding", "native_upsample"):
             if levers[lever]:
                 runners[f"ours_fast_no_{lever}"] = (ours_vae, with_levers(**(levers | {lever: False})))
+        for k in self.args.vae_frames_per_call:  # ours_fast decoding k latent frames per decoder call
+            runners[f"ours_fast_k{k}"] = (ours_vae, with_levers(**levers, frames_per_call=k))
         outputs, runs = {}, {k: [] for k in runners}
         for r in range(-1, self.args.repeats):  # -1 = warm-up, excluded
             for name, (module, fn) in runners.items():
@@ -636,8 +658,10 @@ class Bench:
         if not dit or not vae:
             raise ValueError("end_to_end needs the dit and vae stages")
         frames = 1 + 4 * (self.geo.short_frames - 1)
+        fast = [name for name in vae if name == "ours_fast" or name.startswith("ours_fast_k")]
+        fastest_decode = min(fast, key=lambda name: vae[name]["total_s"]["median"]) if fast else "ours"
         pairs = {"ours_eager_decode": (f"ours_{next(iter(self.variants))}", "ours"),
-                 "ours_fastest": (f"ours_{self.best_variant}", "ours_fast" if "ours_fast" in vae else "ours")}
+                 "ours_fastest": (f"ours_{self.best_variant}", fastest_decode)}
         if "official" in dit and "official" in vae:
             pairs = {"official": ("official", "official"), **pairs}
         out = {}
@@ -770,6 +794,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vae-fused-norm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-implicit-padding", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-native-upsample", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-frames-per-call", type=_positive_ints, default=[],
+                        help="comma-separated k: also time ours_fast decoding k latent frames per decoder call")
     parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)

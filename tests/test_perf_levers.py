@@ -79,10 +79,14 @@ def test_unknown_attention_backend_is_rejected_naming_the_key():
         tiny_model().set_speed(["cudnn"])
 
 
-def test_eviction_and_pruning_work_layer_by_layer_with_the_same_result():
-    """Per-layer eviction/prune (lower peak memory) leave every layer's entries where a whole-cache copy would."""
+@pytest.mark.parametrize("token_major", [False, True])
+def test_eviction_and_pruning_work_layer_by_layer_with_the_same_result(token_major):
+    """Per-layer eviction/prune (lower peak memory) leave every layer's entries where a whole-cache copy would,
+    in either memory order of the buffers."""
     cache = KVCache(num_layers=3, num_heads=2, head_dim=4, tokens_per_frame=4, max_frames=5, block_frames=1,
-                    sink_frames=1)
+                    sink_frames=1, token_major=token_major)
+    # token-major: tokens are outside heads in memory ([Y, B, T, n, d]); the [Y, B, n, T, d] indexing is unchanged
+    assert (cache.k.stride(3) > cache.k.stride(2)) == token_major
     gen = torch.Generator().manual_seed(0)
     written = {}
     for frame in range(7):  # 7 frames through a 5-frame window with 1 sink: frames 1 and 2 get evicted
@@ -102,6 +106,69 @@ def test_eviction_and_pruning_work_layer_by_layer_with_the_same_result():
     assert 1 not in frames.tolist() and 2 not in frames.tolist() and frames.tolist()[:4] == [0, 0, 0, 0]
 
 
+def test_token_major_layout_and_gelu_epilogue_keep_the_eager_numbers():
+    """Token-major q/k/v + cache and the FFN's fused GEMM + GELU op: the same rollout (eviction included), eager and
+    compiled; the attention then reads views with flash-attn's [B, L, n, d] strides."""
+    model = tiny_model(3)
+    reference = rollout(model)
+    model.set_speed(WanSpeedConfig(token_major=True, gelu_epilogue=True))
+    torch.testing.assert_close(rollout(model), reference, rtol=1e-6, atol=1e-6)
+    cache = model.new_cache(height=8, width=8, max_frames=6, block_frames=3)
+    assert cache.token_major and cache.k.stride(3) == 2 * 32  # next token = all heads of one token further on
+    x = torch.randn(1, 3 * 16, 64)
+    angles = torch.rand(3 * 16, 16)
+    q, k, v = model.blocks[0].self_attn.qkv(x, angles.cos(), angles.sin())
+    assert q.shape == (1, 2, 48, 32) and q.stride() == (48 * 64, 32, 64, 1) and k.stride() == q.stride()
+    model.set_speed(WanSpeedConfig(token_major=True, gelu_epilogue=True, compile_tuning=True, compile_blocks=True,
+                                   compile_backend="aot_eager", compile_fullgraph=True))
+    torch.testing.assert_close(rollout(model), reference, rtol=1e-5, atol=1e-5)
+    model.set_speed(WanSpeedConfig())
+    torch.testing.assert_close(rollout(model), reference, rtol=0, atol=0)
+
+
+def test_linear_gelu_tanh_op_matches_linear_then_gelu_and_its_fake_shape():
+    from tokentrim.models.wan_causal import linear_gelu_tanh
+
+    gen = torch.Generator().manual_seed(4)
+    x, weight, bias = torch.randn(2, 5, 8, generator=gen), torch.randn(12, 8, generator=gen), torch.randn(12, generator=gen)
+    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, weight, bias), approximate="tanh")
+    torch.testing.assert_close(linear_gelu_tanh(x, weight, bias), expected, rtol=0, atol=0)
+    torch.library.opcheck(linear_gelu_tanh, (x, weight, bias))  # schema, fake (meta) shape, no aliasing
+
+
+def test_gelu_epilogue_is_skipped_under_autograd():
+    """The fused op has no backward: with gradients on, the FFN runs as Linear, GELU, Linear (FlowMo's path)."""
+    model = tiny_model(4).requires_grad_(True)
+    model.set_speed(WanSpeedConfig(gelu_epilogue=True))
+    x = torch.randn(1, 16, 64, requires_grad=True)
+    out = model.blocks[0].feed_forward(x)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model.blocks[0].feed_forward(x), out.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_kv_only_call_stages_the_same_cache_entries_and_returns_none():
+    """Self Forcing's cache refresh without the last block's attention/FFN and the head: the same K/V."""
+    model = tiny_model(5)
+    gen = torch.Generator().manual_seed(6)
+    context_kv = model.encode_context(torch.randn(1, 8, 32, generator=gen))
+    x0 = torch.randn(1, 3, 16, 8, 8, generator=gen)
+    t = torch.zeros(1, 3)
+    caches = []
+    for kv_only in (False, True):
+        cache = model.new_cache(height=8, width=8, max_frames=6, block_frames=3)
+        cache.begin_block(0, 3 * 16)
+        out = model(x0, t, context_kv, start_frame=0, cache=cache, kv_only=kv_only)
+        assert (out is None) == kv_only
+        cache.commit()
+        caches.append(cache)
+    torch.testing.assert_close(caches[1].k, caches[0].k, rtol=0, atol=0)
+    torch.testing.assert_close(caches[1].v, caches[0].v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="kv_only stages K/V in a cache; got cache=None"):
+        model(x0, t, context_kv, kv_only=True)
+
+
 def _load_bench():
     spec = importlib.util.spec_from_file_location("official_side_by_side", ROOT / "bench/official_side_by_side.py")
     module = importlib.util.module_from_spec(spec)
@@ -112,11 +179,16 @@ def _load_bench():
 
 def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_md(tmp_path):
     bench = _load_bench()
-    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "dit,long,profile",
-                         "--repeats", "1", "--long-repeats", "1", "--ours-variants", "eager,aot"])
+    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "dit,long,profile,vae",
+                         "--repeats", "1", "--long-repeats", "1", "--ours-variants", "eager,aot+tokmajor+gelu",
+                         "--vae-frames-per-call", "2"])
     dit = record["stages"]["dit"]
-    assert set(dit["variants"]) == {"ours_eager", "ours_aot"}
-    assert dit["equality"]["ours_aot_vs_ours_eager"]["max_abs"] <= 1e-5
+    assert set(dit["variants"]) == {"ours_eager", "ours_aot+tokmajor+gelu"}
+    assert dit["equality"]["ours_aot+tokmajor+gelu_vs_ours_eager"]["max_abs"] <= 1e-5
+    vae = record["stages"]["vae"]["variants"]
+    assert {"ours", "ours_fast", "ours_fast_k2"} <= set(vae)
+    fastest = min(["ours_fast", "ours_fast_k2"], key=lambda name: vae[name]["total_s"]["median"])
+    assert record["stages"]["end_to_end"]["rows"]["ours_fastest"]["decode"] == fastest
     assert record["stages"]["long"]["variants"][dit["fastest_ours"]]["dit_calls"] == 4 * 4 + 3  # 4 blocks, no last commit
     written = json.loads(next(tmp_path.glob("side_by_side_*.json")).read_text())
     assert written["notes"] == ["no --official-sf: our side only"]
@@ -138,9 +210,15 @@ def test_side_by_side_bench_rejects_unknown_lever():
     bench = _load_bench()
     with pytest.raises(ValueError, match="--ours-variants: unknown lever 'fa3'"):
         bench.parse_variant("compile+fa3")
+    speed = bench.parse_variant("compile+cudnn+tokmajor+gelu+tune")
+    assert speed.compile_blocks and speed.token_major and speed.gelu_epilogue and speed.compile_tuning
+    assert not bench.parse_variant("compile").token_major
+    with pytest.raises(SystemExit):  # argparse: one error line naming the bad list
+        bench.main(["--tiny", "--device", "cpu", "--vae-frames-per-call", "2,0"])
 
 
-def test_compiled_regions_keep_flowmo_gradients_and_tokentrim_pruning():
+@pytest.mark.parametrize("token_major", [False, True], ids=["head_major", "token_major_gelu_epilogue"])
+def test_compiled_regions_keep_flowmo_gradients_and_tokentrim_pruning(token_major):
     """The levers under the product's own paths: FlowMo's backward through the first batch and a forced TokenTrim
     prune + regeneration give the eager numbers."""
     from tokentrim.init.flowmo import FlowMoConfig
@@ -165,7 +243,8 @@ def test_compiled_regions_keep_flowmo_gradients_and_tokentrim_pruning():
 
     model = tiny_model()
     reference, ref_events = run(model)
-    model.set_speed(WanSpeedConfig(compile_blocks=True, compile_backend="aot_eager", compile_fullgraph=True))
+    model.set_speed(WanSpeedConfig(compile_blocks=True, compile_backend="aot_eager", compile_fullgraph=True,
+                                   token_major=token_major, gelu_epilogue=token_major))
     compiled, events = run(model)
     model.set_speed(WanSpeedConfig())
     assert [e["num_pruned"] for e in events] == [e["num_pruned"] for e in ref_events]
@@ -179,12 +258,17 @@ def test_backbone_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
     assert resolve_speed({}, "cpu") == WanSpeedConfig()
     cuda = resolve_speed({"compile_blocks": "auto", "attention_backends": "auto"}, "cuda:0")
     assert cuda.compile_blocks and cuda.attention_backends == ("cudnn", "flash")
+    assert cuda.token_major and cuda.gelu_epilogue and not cuda.compile_tuning  # tuning: bench-only (+0.2 %)
+    assert not resolve_speed({"token_major": False, "gelu_epilogue": False}, "cuda").token_major
+    assert resolve_speed({"gelu_epilogue": True}, "cpu").gelu_epilogue
     assert resolve_speed({"compile_blocks": False, "attention_backends": ["flash"]}, "cuda").attention_backends == ("flash",)
     base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
     with pytest.raises(ValueError, match="backbone.speed has unknown keys"):
         check_backbone_config(base | {"speed": {"compile": True}})
     with pytest.raises(ValueError, match="compile_blocks must be auto, true or false"):
         check_backbone_config(base | {"speed": {"compile_blocks": "yes"}})
+    with pytest.raises(ValueError, match="token_major must be auto, true or false"):
+        check_backbone_config(base | {"speed": {"token_major": "sometimes"}})
     with pytest.raises(ValueError, match="attention_backends must be auto or a list"):
         check_backbone_config(base | {"speed": {"attention_backends": ["fa3"]}})
 

@@ -224,6 +224,22 @@ def test_two_runs_with_the_same_seed_are_bit_identical():
     assert torch.equal(first, second)
 
 
+def test_token_major_layout_gives_the_head_major_rollout_with_a_prune():
+    """Token-major q/k/v, cache buffers and attended K/V (`speed.token_major`): the same numbers, a trigger
+    included (24 frames: the cache rolls)."""
+    def run(model):
+        noise, context_kv = make_inputs(model, 24)
+        pipe = RollingForcingPipeline(model, RollingForcingConfig(), trim=TriggerAtBatch(TokenTrimConfig(p=0.2), batch=3))
+        return pipe(noise, context_kv, noise_source=noise_source())
+
+    model = tiny_model()
+    reference = run(model)
+    model.set_speed({"token_major": True, "gelu_epilogue": True})
+    cache = RollingForcingPipeline(model, RollingForcingConfig()).new_cache(height=8, width=8)
+    assert cache.token_major and cache.k.stride(3) > cache.k.stride(2)
+    torch.testing.assert_close(run(model), reference, rtol=1e-5, atol=1e-5)
+
+
 def test_disabled_trim_gives_the_no_trim_output():
     model = tiny_model()
     noise, context_kv = make_inputs(model, 18)

@@ -84,6 +84,21 @@ def test_streaming_decode_equals_one_shot_diffusers_decode():
     torch.testing.assert_close(torch.cat(streamed, dim=1), reference, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("frames_per_call", [2, 3])
+def test_decoding_several_latent_frames_per_call_equals_one_at_a_time(frames_per_call):
+    """After the first latent, k latents per decoder call give the one-at-a-time numbers (float64), also when the
+    stream's chunks do not line up with k."""
+    vae = tiny_vae().double()
+    latents = torch.randn(1, 7, 16, 2, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    reference = vae.decode(latents)
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, frames_per_call=frames_per_call)
+    torch.testing.assert_close(vae.decode(latents), reference, rtol=0, atol=1e-12)
+    streamed = torch.cat(list(vae.decode_stream([latents[:, :2], latents[:, 2:6], latents[:, 6:]])), dim=1)
+    torch.testing.assert_close(streamed, reference, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="frames_per_call must be a positive integer, got 0"):
+        vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, frames_per_call=0)
+
+
 def test_stream_snapshot_restore_replays_a_chunk_exactly():
     vae = tiny_vae()
     latents = torch.randn(1, 4, 16, 2, 2, generator=torch.Generator().manual_seed(4))

@@ -69,7 +69,9 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
 VAE_SPEED_KEYS = {"vae_channels_last": "channels_last_3d", "vae_cudnn_benchmark": "cudnn_benchmark",
                   "vae_fused_norm": "fused_norm", "vae_implicit_padding": "implicit_padding",
                   "vae_native_upsample": "native_upsample"}
-SWITCH_SPEED_KEYS = ("compile_blocks", *VAE_SPEED_KEYS)  # auto | true | false
+# `backbone.speed` DiT switch -> its `WanSpeedConfig` field
+DIT_SPEED_KEYS = {"compile_blocks": "compile_blocks", "token_major": "token_major", "gelu_epilogue": "gelu_epilogue"}
+SWITCH_SPEED_KEYS = (*DIT_SPEED_KEYS, *VAE_SPEED_KEYS)  # auto | true | false
 SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
 
 
@@ -96,13 +98,14 @@ def _switch_on(speed: Mapping[str, Any], key: str, device: str) -> bool:
 
 def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
     """`backbone.speed` -> `WanSpeedConfig`; `auto` = the fastest measured setting where the device is CUDA
-    (compiled block regions, cuDNN then flash attention: 1.56x the official code on an H100), eager SDPA elsewhere."""
+    (compiled block regions, cuDNN then flash attention, token-major q/k/v and cache, the FFN's GELU in its GEMM's
+    epilogue: bench/results/side_by_side_*), eager SDPA elsewhere."""
     check_speed_config(speed)
     cuda = torch.device(device).type == "cuda"
     backends = speed.get("attention_backends", "auto")
     return WanSpeedConfig(
-        compile_blocks=_switch_on(speed, "compile_blocks", device),
         attention_backends=(("cudnn", "flash") if cuda else ()) if backends == "auto" else tuple(backends),
+        **{field: _switch_on(speed, key, device) for key, field in DIT_SPEED_KEYS.items()},
     )
 
 

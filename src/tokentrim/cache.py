@@ -4,7 +4,9 @@ Letters: Y layers, B batch, n heads, d head dim, T cache capacity in tokens, L t
 N tokens per latent frame.
 
 Layout: one preallocated buffer per K and V of shape [Y, B, n, T, d]; the first `length` entries hold committed
-(clean) tokens, in commit order. Each entry carries its absolute latent-frame index (`entry_frame`) and its
+(clean) tokens, in commit order. The buffers are indexed as [Y, B, n, T, d] whatever their memory order: head-major
+(each head's tokens contiguous, the default) or token-major (`token_major=True`: memory [Y, B, T, n, d], flash-attn's
+layout, so a slice [:length] handed to SDPA has the strides of the official code's cache). Each entry carries its absolute latent-frame index (`entry_frame`) and its
 spatial token index inside that frame (`entry_token`), so pruning and eviction are expressed in (frame, token)
 positions rather than buffer offsets, and stay consistent with each other.
 
@@ -55,6 +57,7 @@ class CachedEntries(ABC):
         capacity_frames (`int`): frames the buffer holds at most.
         sink_frames (`int`): the first `sink_frames` latent frames of the video are never evicted (nor pruned by default).
         batch_size (`int`), device, dtype: buffer placement.
+        token_major (`bool`, default False): memory order [Y, B, T, n, d] instead of [Y, B, n, T, d] (same indexing).
     """
 
     def __init__(
@@ -69,15 +72,16 @@ class CachedEntries(ABC):
         batch_size: int,
         device: torch.device | str,
         dtype: torch.dtype,
+        token_major: bool = False,
     ):
         self.num_layers = num_layers
         self.head_dim = head_dim
         self.tokens_per_frame = tokens_per_frame
         self.sink_frames = sink_frames
         self.capacity = capacity_frames * tokens_per_frame
-        shape = (num_layers, batch_size, num_heads, self.capacity, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.token_major = token_major
+        self.k = self._buffer(num_layers, batch_size, num_heads, head_dim, device, dtype)  # [Y, B, n, T, d]
+        self.v = self._buffer(num_layers, batch_size, num_heads, head_dim, device, dtype)
         self.entry_frame = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
         self.entry_token = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
         self.length = 0  # committed entries
@@ -85,6 +89,13 @@ class CachedEntries(ABC):
         # entries each still holds (fewer than N after pruning). Entries are frame-major in this order.
         self.frames: list[int] = []
         self.frame_len: list[int] = []
+
+    def _buffer(self, num_layers, batch_size, num_heads, head_dim, device, dtype) -> torch.Tensor:
+        """A zeroed [Y, B, n, T, d] buffer; token-major = a transposed view of a contiguous [Y, B, T, n, d]."""
+        if self.token_major:
+            shape = (num_layers, batch_size, self.capacity, num_heads, head_dim)
+            return torch.zeros(shape, device=device, dtype=dtype).transpose(2, 3)
+        return torch.zeros((num_layers, batch_size, num_heads, self.capacity, head_dim), device=device, dtype=dtype)
 
     @abstractmethod
     def discard_staged(self) -> None:
@@ -209,6 +220,7 @@ class KVCache(CachedEntries):
         block_frames (`int`): frames per denoised block (3 for Self Forcing / Rolling Forcing).
         sink_frames (`int`): the first `sink_frames` latent frames of the video are never evicted.
         batch_size (`int`), device, dtype: buffer placement.
+        token_major (`bool`, default False): the buffers' memory order (see the module docstring).
     """
 
     def __init__(
@@ -224,6 +236,7 @@ class KVCache(CachedEntries):
         batch_size: int = 1,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        token_major: bool = False,
     ):
         if max_frames < block_frames:
             raise ValueError(f"max_frames must be >= block_frames, got max_frames={max_frames}, block_frames={block_frames}")
@@ -234,6 +247,7 @@ class KVCache(CachedEntries):
         super().__init__(
             num_layers=num_layers, num_heads=num_heads, head_dim=head_dim, tokens_per_frame=tokens_per_frame,
             capacity_frames=max_frames, sink_frames=sink_frames, batch_size=batch_size, device=device, dtype=dtype,
+            token_major=token_major,
         )
         self.max_frames = max_frames
         self.block_frames = block_frames

@@ -90,6 +90,8 @@ class RollingKVCache(CachedEntries):
         cache_frames (`int`, default 24): frames the cache holds at most (sink included).
         max_attention_frames (`int`, default 21): frames one call attends to at most (its own frames included).
         batch_size (`int`), device, dtype: buffer placement.
+        token_major (`bool`, default False): the buffers' memory order, and that of the K/V a call attends to
+            (see `tokentrim.cache`).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class RollingKVCache(CachedEntries):
         batch_size: int = 1,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        token_major: bool = False,
     ):
         if block_frames < 1:
             raise ValueError(f"block_frames must be >= 1, got {block_frames}")
@@ -117,6 +120,7 @@ class RollingKVCache(CachedEntries):
         super().__init__(  # the sink is the video's first block (upstream: "we keep the first block in the cache")
             num_layers=num_layers, num_heads=num_heads, head_dim=head_dim, tokens_per_frame=tokens_per_frame,
             capacity_frames=cache_frames, sink_frames=block_frames, batch_size=batch_size, device=device, dtype=dtype,
+            token_major=token_major,
         )
         self.block_frames = block_frames
         self.cache_frames = cache_frames
@@ -206,10 +210,16 @@ class RollingKVCache(CachedEntries):
         span_k = self.k[layer, :, :, plan.span_start : plan.span_end]  # [B, n, span, d]
         span_v = self.v[layer, :, :, plan.span_start : plan.span_end]
         if plan.mode == REFRESH:
-            return torch.cat([span_k, k], dim=2), torch.cat([span_v, v], dim=2)  # -> [B, n, span + L, d]
+            return self._cat_tokens([span_k, k]), self._cat_tokens([span_v, v])  # -> [B, n, span + L, d]
         sink_k = self._shift_frames(self.k[layer, :, :, : plan.sink_end], plan.sink_shift)  # [B, n, sink, d]
         sink_v = self.v[layer, :, :, : plan.sink_end]
-        return torch.cat([sink_k, span_k, k], dim=2), torch.cat([sink_v, span_v, v], dim=2)
+        return self._cat_tokens([sink_k, span_k, k]), self._cat_tokens([sink_v, span_v, v])
+
+    def _cat_tokens(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate `[B, n, *, d]` parts along tokens, into the cache's memory order."""
+        if self.token_major:  # build [B, L', n, d] memory, hand over a [B, n, L', d] view
+            return torch.cat([part.transpose(1, 2) for part in parts], dim=1).transpose(1, 2)
+        return torch.cat(parts, dim=2)
 
     def commit(self) -> None:
         """Make the staged first block (as written by the last call) a cache entry; replaces an existing copy."""

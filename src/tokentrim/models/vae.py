@@ -210,6 +210,7 @@ class WanVAE(nn.Module):
         self.spatial_factor = 2 ** (len(self.config["dim_mult"]) - 1)
         self.num_decoder_convs = self.autoencoder._cached_conv_counts["decoder"]
         self.decode_cudnn_benchmark = False  # see set_decode_speed
+        self.decode_frames_per_call = 1  # see set_decode_speed
 
     # ------------------------------------------------------------------ construction from files
     @classmethod
@@ -337,7 +338,7 @@ class WanVAE(nn.Module):
             yield decoder.decode_chunk(chunk)
 
     def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool, fused_norm: bool = False,
-                         implicit_padding: bool = False, native_upsample: bool = False) -> None:
+                         implicit_padding: bool = False, native_upsample: bool = False, frames_per_call: int = 1) -> None:
         """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
         1.851 s -> 1.513 s with the first two, 1.17-1.28 s with all five; bench/results/side_by_side_*H100*).
 
@@ -353,7 +354,14 @@ class WanVAE(nn.Module):
                 padded activation (`vae_decode_fusion`); False restores diffusers' forward.
             native_upsample: nearest upsampling in the activation's dtype instead of a float32 round trip (the same
                 bits; `vae_decode_fusion`); False restores diffusers' forward.
+            frames_per_call: latent frames per decoder call after a video's first latent frame (which is always
+                decoded alone: its temporal upsampling differs). diffusers and the official code use 1; k > 1 runs
+                the same causal convolutions over k frames at once (fewer, larger kernels; activations k times
+                larger).
         """
+        if not isinstance(frames_per_call, int) or frames_per_call < 1:
+            raise ValueError(f"frames_per_call must be a positive integer, got {frames_per_call!r}")
+        self.decode_frames_per_call = frames_per_call
         layout = torch.channels_last_3d if channels_last_3d else torch.contiguous_format
         with torch.no_grad():
             for param in self.autoencoder.parameters():
@@ -411,15 +419,20 @@ class WanVAEStreamDecoder:
         frames = []
         with _cudnn_benchmark(self.vae.decode_cudnn_benchmark):
             x = autoencoder.post_quant_conv(z)  # 1x1x1 conv: no temporal state
-            for i in range(num_frames):
+            i = 0
+            while i < num_frames:
+                first = self.num_latents_decoded == 0
+                step = 1 if first else self.vae.decode_frames_per_call  # the video's first latent goes alone
                 out = autoencoder.decoder(
-                    x[:, :, i : i + 1],  # [B, C, 1, h, w]
+                    x[:, :, i : i + step],  # [B, C, k, h, w]
                     feat_cache=self.feat_cache,
                     feat_idx=[0],
-                    first_chunk=self.num_latents_decoded == 0,
-                )  # [B, 3, 1 or 4, H, W]
+                    first_chunk=first,
+                )  # [B, 3, 1 (first latent) or 4k, H, W]
                 frames.append(out)
-                self.num_latents_decoded += 1
+                taken = min(step, num_frames - i)
+                self.num_latents_decoded += taken
+                i += taken
         pixels = torch.cat(frames, dim=2).clamp(-1.0, 1.0)  # [B, 3, T, H, W]
         return pixels.transpose(1, 2).float()  # -> [B, T, 3, H, W]
 

@@ -71,6 +71,19 @@ class WanSpeedConfig:
             between the regions has a different shape every block).
         compile_backend (`str`, default "inductor"): "aot_eager" traces without generating kernels (CPU tests).
         compile_fullgraph (`bool`, default False): refuse graph breaks inside a region (tests use True).
+        token_major (`bool`, default False): self-attention q, k, v and the KV cache (`new_cache`) in token-major
+            memory, [B, L, n, d] (flash-attn's layout, the official code's), handed to SDPA as [B, n, L, d] views.
+            RoPE rotates them in place of a transposed copy, and the attention output (laid out like q) reaches the
+            output projection without a transpose copy.
+        compile_tuning (`bool`, default False): let inductor tune each generated kernel's launch configuration by
+            coordinate descent (`coordinate_descent_tuning`; slower compile, same math). The fused norm/RoPE
+            reductions over D = 1536 channels are where it matters. Replaces `compile_mode` (torch.compile takes a
+            mode or options, not both). Measured on an H200: 1.923 -> 1.919 s per 81-frame video, not worth the
+            longer compile, so `backbone.speed` leaves it off (bench lever `tune`).
+        gelu_epilogue (`bool`, default False): the FFN's first Linear and its tanh-GELU as one cuBLASLt GEMM with a
+            bias + GELU epilogue (`linear_gelu_tanh`) instead of a GEMM and a separate elementwise pass over the
+            [L, ffn_dim] activation. CUDA only (elsewhere the same op runs as Linear then GELU); inference only
+            (under autograd the FFN runs as Linear, GELU, Linear).
     """
 
     attention_backends: tuple[str, ...] = ()
@@ -78,6 +91,9 @@ class WanSpeedConfig:
     compile_mode: str = "default"
     compile_backend: str = "inductor"
     compile_fullgraph: bool = False
+    compile_tuning: bool = False
+    token_major: bool = False
+    gelu_epilogue: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_backends", tuple(str(b) for b in self.attention_backends))
@@ -138,7 +154,8 @@ def rope_angles(head_dim: int, frames: torch.Tensor, height: int, width: int) ->
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs (x[2i], x[2i+1]) as complex numbers. x: [B, n, L, d]; cos/sin: [L, d/2]."""
+    """Rotate adjacent channel pairs (x[2i], x[2i+1]) as complex numbers. x: [B, n, L, d] with cos/sin [L, d/2], or
+    x: [B, L, n, d] with cos/sin [L, 1, d/2] (token-major)."""
     pairs = x.float().unflatten(-1, (-1, 2))  # [B, n, L, d] -> [B, n, L, d/2, 2]
     real, imag = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)  # [B, n, L, d/2, 2]
@@ -146,6 +163,27 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # ---------------------------------------------------------------------------------------------- layers
+@torch.library.custom_op("tokentrim::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(x @ weight.T + bias): x [..., K], weight [M, K], bias [M] -> [..., M].
+
+    On CUDA one cuBLASLt GEMM whose epilogue adds the bias and applies the tanh GELU to the fp32 accumulator
+    (`torch._addmm_activation`); elsewhere Linear then GELU. A custom op so that `torch.compile` keeps the call as
+    one opaque kernel (inductor would otherwise decompose it back into a GEMM and an elementwise pass).
+    """
+    rows = x.reshape(-1, x.shape[-1])  # [R, K]
+    if x.is_cuda:
+        out = torch._addmm_activation(bias, rows, weight.t(), use_gelu=True)  # [R, M]
+    else:
+        out = F.gelu(F.linear(rows, weight, bias), approximate="tanh")
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+@linear_gelu_tanh.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 class WanRMSNorm(nn.Module):
     """RMS norm over the full model dim (across heads), computed in fp32 and cast back, then scaled."""
 
@@ -195,15 +233,21 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.stage(layer, k, v)  # -> [B, n, length + L, d]
         return self.project_out(self.attend(q, k, v, attn_mask))
 
-    sdpa_backends: tuple[SDPBackend, ...] = ()  # set by `CausalWanModel.set_speed`
+    # set by `CausalWanModel.set_speed`
+    sdpa_backends: tuple[SDPBackend, ...] = ()
+    token_major: bool = False
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x: [B, L, D] -> rotated q, rotated k, v: [B, n, L, d]."""
+        """x: [B, L, D] -> rotated q, rotated k, v: [B, n, L, d] (token-major: views of [B, L, n, d] memory)."""
         batch_size, num_tokens, _ = x.shape
         heads = (batch_size, num_tokens, self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).view(heads).transpose(1, 2)  # [B, L, D] -> [B, n, L, d]
-        k = self.norm_k(self.k(x)).view(heads).transpose(1, 2)  # [B, n, L, d]
-        v = self.v(x).view(heads).transpose(1, 2)  # [B, n, L, d]
+        q = self.norm_q(self.q(x)).view(heads)  # [B, L, D] -> [B, L, n, d]
+        k = self.norm_k(self.k(x)).view(heads)  # [B, L, n, d]
+        v = self.v(x).view(heads)  # [B, L, n, d]
+        if self.token_major:  # rotate in [B, L, n, d] memory (cos/sin broadcast over heads), hand over views
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [L, 1, d/2]
+            return apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2), v.transpose(1, 2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, n, L, d]
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -257,6 +301,7 @@ class CausalWanBlock(nn.Module):
         self.norm2 = WanLayerNorm(dim, eps)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.gelu_epilogue = False  # set by `set_speed`
 
     def forward(
         self,
@@ -282,17 +327,28 @@ class CausalWanBlock(nn.Module):
         # 2. Cross-attention and 3. feed-forward
         return (self._after_fn or self.after_attention)(x, attn, gate1, shift2, scale2, gate2, context_kv)
 
+    def stage_kv(self, x, e, cos, sin, cache: KVCache, layer: int) -> None:
+        """Region 1 and `cache.stage` only: the block's K/V for the cache, without its attention and the rest."""
+        shift1, scale1 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)[:2]  # as in forward (same strides:
+        _, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)  # no recompile)
+        cache.stage(layer, k, v)
+
     def set_speed(self, speed: WanSpeedConfig) -> None:
         """Install eager or compiled region functions (compiled wrappers are built once per setting and reused)."""
         self.self_attn.sdpa_backends = tuple(SDPA_BACKENDS[b] for b in speed.attention_backends)
+        self.self_attn.token_major = speed.token_major
+        self.gelu_epilogue = speed.gelu_epilogue
         if not speed.compile_blocks:
             self._before_fn = self._after_fn = None
             return
-        key = (speed.compile_mode, speed.compile_backend, speed.compile_fullgraph)
+        key = (speed.compile_mode, speed.compile_backend, speed.compile_fullgraph, speed.compile_tuning)
         compiled = self.__dict__.setdefault("_compiled_regions", {})
         if key not in compiled:
-            options = dict(mode=speed.compile_mode, backend=speed.compile_backend, fullgraph=speed.compile_fullgraph,
-                           dynamic=False)
+            options = dict(backend=speed.compile_backend, fullgraph=speed.compile_fullgraph, dynamic=False)
+            if speed.compile_tuning:
+                options["options"] = {"coordinate_descent_tuning": True}
+            else:
+                options["mode"] = speed.compile_mode
             compiled[key] = (torch.compile(self.before_attention, **options),
                              torch.compile(self.after_attention, **options))
         self._before_fn, self._after_fn = compiled[key]
@@ -314,8 +370,16 @@ class CausalWanBlock(nn.Module):
         y = self.self_attn.project_out(attn)  # [B, n, L, d] -> [B, L, D]
         x = x + (per_frame(y) * gate1).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), context_kv)
-        y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
+        y = self.feed_forward((per_frame(self.norm2(x)) * (1 + scale2) + shift2).flatten(1, 2))
         return x + (per_frame(y) * gate2).flatten(1, 2)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Wan's FFN, Linear -> tanh-GELU -> Linear: [B, L, D] -> [B, L, D]; the first two as one GEMM when
+        `gelu_epilogue` is on and no gradient is recorded (the fused op is inference-only: it has no backward)."""
+        up, act, down = self.ffn
+        if self.gelu_epilogue and not torch.is_grad_enabled():
+            return down(linear_gelu_tanh(x, up.weight, up.bias))  # [B, L, ffn_dim] -> [B, L, D]
+        return down(act(up(x)))
 
 
 class CausalHead(nn.Module):
@@ -393,6 +457,7 @@ class CausalWanModel(nn.Module):
             batch_size=batch_size,
             device=param.device,
             dtype=param.dtype,
+            token_major=self.speed.token_major,
         )
 
     def encode_context(self, text_embeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -419,7 +484,8 @@ class CausalWanModel(nn.Module):
         start_frame: int = 0,
         cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        kv_only: bool = False,
+    ) -> torch.Tensor | None:
         """One denoising call on a block of latent frames.
 
         Args:
@@ -431,12 +497,16 @@ class CausalWanModel(nn.Module):
                 `None` = the call attends only to itself, under `attn_mask`.
             attn_mask: `[L, L]` bool (True = attend), for training on whole clips with `block_causal_mask`;
                 only without a cache.
+            kv_only: only stage the block's K/V in `cache` (Self Forcing's cache refresh, whose prediction is
+                discarded): the last block stops after staging its K/V, and the head is skipped. Returns None.
         Returns:
-            flow prediction `[B, F, C, H, W]` (Wan convention v = noise - x0).
+            flow prediction `[B, F, C, H, W]` (Wan convention v = noise - x0), or None with `kv_only`.
         """
         batch_size, num_frames, channels, height, width = latents.shape
         if attn_mask is not None and cache is not None:
             raise ValueError("attn_mask is for cache-free (training) calls; the cache already defines what is attended")
+        if kv_only and cache is None:
+            raise ValueError("kv_only stages K/V in a cache; got cache=None")
         pt, ph, pw = self.config.patch_size
         grid_h, grid_w = height // ph, width // pw
         dtype = self.patch_embedding.weight.dtype
@@ -454,8 +524,12 @@ class CausalWanModel(nn.Module):
         angles = rope_angles(self.head_dim, frames, grid_h, grid_w)  # [L, d/2]
         cos, sin = angles.cos().float(), angles.sin().float()
 
-        # 4. Blocks
+        # 4. Blocks (with kv_only, the last one only stages its K/V: nothing after it is read)
+        last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
+            if kv_only and layer == last:
+                block.stage_kv(x, e0, cos, sin, cache, layer)
+                return None
             x = block(x, e0, cos, sin, context_kv[layer], cache, layer, attn_mask)
 
         # 5. Head and unpatchify: [B, F, N, pt*ph*pw*C] -> [B, F, C, H, W]

@@ -194,6 +194,7 @@ class RollingForcingPipeline:
             batch_size=batch_size,
             device=param.device,
             dtype=param.dtype,
+            token_major=self.model.speed.token_major,
         )
 
     # ------------------------------------------------------------------------------------------ public

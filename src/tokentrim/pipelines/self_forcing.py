@@ -229,7 +229,7 @@ class SelfForcingPipeline:
         t_frames = torch.full((batch_size, num_frames), self.config.context_noise, device=x0.device, dtype=torch.float32)
         if cache.staged == 0:
             cache.begin_block(start, num_frames * cache.tokens_per_frame)
-        self.model(x0, t_frames, context_kv, start_frame=start, cache=cache)
+        self.model(x0, t_frames, context_kv, start_frame=start, cache=cache, kv_only=True)
         cache.commit()
 
     # ------------------------------------------------------------------------------------------ helpers
