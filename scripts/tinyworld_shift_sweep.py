@@ -2,10 +2,13 @@
 """Sampler-shift sweep of the shipped TinyWorld model inside its training window (how tiny.yaml's shift is chosen).
 
 Generates held-out prompts over the training window (12 latent frames) at each shift and writes the whole-video
-TinyWorld scores averaged over prompts. Choose the shift on a prompt set that the reported quality table does not use
-(the table uses `prompt_set(heldout, seed=0)`; the default here is seed 1). CPU, deterministic.
+TinyWorld scores averaged over prompts, and the object-count errors behind them (frames with extra or missing
+components, `TinyWorldScorer.count_errors`, summed over prompts). Choose the shift on a prompt set that the reported
+quality table does not use (the table uses `prompt_set(heldout, seed=0)`; the default here is seed 1). `--steps K`
+samples with K evenly spaced denoising steps (the shipped sampler's 4 are [1000, 750, 500, 250]). CPU, deterministic.
 
     PYTHONPATH=src python scripts/tinyworld_shift_sweep.py --out results/tinyworld/shift_selection.json
+    PYTHONPATH=src python scripts/tinyworld_shift_sweep.py --out /tmp/s8.json --shifts 5 --steps 8 --prompt-seed 0
 """
 
 from __future__ import annotations
@@ -18,32 +21,45 @@ import torch
 
 from tokentrim.report.atomic_io import write_text_atomic
 from tokentrim.tinyworld.backbone import load_tinyworld
+from tokentrim.tinyworld.metrics import TinyWorldScorer
 from tokentrim.tinyworld.prompts import prompt_set
 from tokentrim.tinyworld.training import generate_latents, score_video, to_uint8_frames
 
 
-def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int,
-          ) -> tuple[int, dict[str, dict[str, float]]]:
-    """(latent frames generated = the training window, {shift: {dimension: mean whole-video score over prompts}})."""
+def evenly_spaced_steps(num_steps: int) -> list[int]:
+    """K denoising steps from 1000 down in equal strides: 4 -> [1000, 750, 500, 250] (the shipped list)."""
+    return [round(1000 * (1 - i / num_steps)) for i in range(num_steps)]
+
+
+def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int, num_steps: int = 4,
+          ) -> tuple[int, dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """(latent frames generated = the training window, {shift: {dimension: mean whole-video score over prompts}},
+    {shift: {detected - prompted objects: frames, over all prompts}})."""
     tw = load_tinyworld()
     prompts = prompt_set(split="heldout", count=num_prompts, seed=prompt_seed)
     latent_shape = (tw.latent_channels, tw.latent_height, tw.latent_width)
-    out = {}
+    scorer = TinyWorldScorer()
+    out, errors = {}, {}
     for shift in shifts:
+        sampler = dict(tw.sampler) | {"shift": shift, "denoising_steps": evenly_spaced_steps(num_steps)}
         with torch.no_grad():
             latents = generate_latents(tw.model, tw.text_encoder, prompts,
                                        num_latent_frames=tw.train_window_latent_frames,
-                                       sampler=dict(tw.sampler) | {"shift": shift}, seed=noise_seed,
-                                       latent_shape=latent_shape)
+                                       sampler=sampler, seed=noise_seed, latent_shape=latent_shape)
             videos = tw.vae.decode(latents)  # [B, T, 3, H, W]
         sums: dict[str, list[float]] = {}
+        histogram: dict[int, int] = {}
         for b, prompt in enumerate(prompts):
-            for row in score_video(to_uint8_frames(videos[b]), prompt, tw.fps):
+            frames = to_uint8_frames(videos[b])
+            for row in score_video(frames, prompt, tw.fps):
                 if row["clip"] == -1:
                     sums.setdefault(row["dimension"], []).append(row["score"])
+            for error, count in scorer.count_errors(frames, prompt).items():
+                histogram[error] = histogram.get(error, 0) + count
         out[str(shift)] = {k: sum(v) / len(v) for k, v in sums.items()}
-        print(shift, {k: round(v, 3) for k, v in out[str(shift)].items()}, flush=True)
-    return tw.train_window_latent_frames, out
+        errors[str(shift)] = {f"{e:+d}": histogram[e] for e in sorted(histogram)}
+        print(shift, {k: round(v, 3) for k, v in out[str(shift)].items()}, errors[str(shift)], flush=True)
+    return tw.train_window_latent_frames, out, errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,16 +69,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--prompt-seed", type=int, default=1, help="held-out prompt set (the quality table uses 0)")
     parser.add_argument("--noise-seed", type=int, default=99)
+    parser.add_argument("--steps", type=int, default=4, help="evenly spaced denoising steps (the shipped sampler: 4)")
     args = parser.parse_args(argv)
     try:
         shifts = [float(s) for s in args.shifts.split(",")]
     except ValueError:
         parser.error(f"--shifts must be comma-separated numbers, got {args.shifts!r}")
-    if args.prompts < 1 or any(s <= 0 for s in shifts):
-        parser.error(f"--prompts must be >= 1 and every shift > 0, got {args.prompts} and {shifts}")
-    window, scores = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed, noise_seed=args.noise_seed)
+    if args.prompts < 1 or args.steps < 1 or any(s <= 0 for s in shifts):
+        parser.error(f"--prompts and --steps must be >= 1 and every shift > 0, got {args.prompts}, {args.steps} and "
+                     f"{shifts}")
+    window, scores, count_errors = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed,
+                                         noise_seed=args.noise_seed, num_steps=args.steps)
     record = {"prompt_split": "heldout", "prompt_seed": args.prompt_seed, "num_prompts": args.prompts,
-              "noise_seed": args.noise_seed, "latent_frames": window, "scores": scores}
+              "noise_seed": args.noise_seed, "latent_frames": window,
+              "denoising_steps": evenly_spaced_steps(args.steps), "scores": scores, "count_errors": count_errors}
     write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     print("wrote", args.out)
 

@@ -40,6 +40,7 @@ from tokentrim.tinyworld.training import (
     atomic_write_text,
     code_digest,
     dit_loss,
+    drop_prompts,
     generate_latents,
     latent_statistics,
     object_coverage,
@@ -171,6 +172,31 @@ class Trainer:
             with rows_path.open() as f:
                 self.rows = list(csv.DictReader(f))
         log.info("resumed from %s (vae_step=%d, dit_step=%d)", ckpt_dir, self.meta["vae_step"], self.meta["dit_step"])
+
+    def init_from_export(self, folder: Path) -> None:
+        """Fine-tune start: networks and latent statistics of an export folder (its architecture must be this
+        config's); the VAE stage counts as done, the DiT starts at step 0 with a fresh optimizer."""
+        from safetensors.torch import load_file
+
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"init_dir {folder} has no config.json (not an export folder)")
+        exported = json.loads(config_path.read_text())
+        ours = {"dit": OmegaConf.to_container(self.cfg.dit.model, resolve=True),
+                "text_encoder": OmegaConf.to_container(self.cfg.text_encoder, resolve=True)}
+        for part, expected in ours.items():
+            if exported[part] != expected:
+                raise ValueError(f"init_dir {folder}: its {part} config {exported[part]} differs from this run's {expected}")
+        for module, name in ((self.model, "dit"), (self.text_encoder, "text_encoder"), (self.vae.autoencoder, "vae")):
+            module.load_state_dict(load_file(folder / f"{name}.safetensors"), strict=True)  # cast to the params' dtype
+        for key in ("latents_mean", "latents_std"):
+            self.vae.config[key] = list(exported["vae"][key])
+            self.meta[key] = list(exported["vae"][key])
+        self.meta["vae_step"] = self.meta["vae_total"] = int(exported["training"]["vae_steps"])
+        self.meta["init"] = {"dir": str(folder), "git_sha": exported["git_sha"], "training": exported["training"],
+                             "dtype": exported["dtype"], "files": exported["files"]}
+        log.info("initialised from export %s (git %s: vae %d steps, dit %d steps)", folder, exported["git_sha"],
+                 exported["training"]["vae_steps"], exported["training"]["dit_steps"])
 
     # ------------------------------------------------------------------ logging
     def record(self, stage: str, step: int, lr: float, values: dict[str, float], train_s: float) -> None:
@@ -342,7 +368,7 @@ def train_dit(tr: Trainer, deadline: float, out_dir: Path, spec: ClipSpec) -> No
             g_noise = step_generator(cfg.seed, step, stream=4, device=device)
             idx = torch.randint(len(pool_prompts), (cfg.dit.batch_size,), generator=g)
             latents, coverage = pool[idx.to(device)], pool_coverage[idx.to(device)]
-            prompts = [pool_prompts[i] for i in idx.tolist()]
+            prompts = drop_prompts([pool_prompts[i] for i in idx.tolist()], cfg.dit.text_dropout, g)
             with autocast(device):
                 loss = dit_loss(tr.model, tr.text_encoder, latents, prompts, mask,
                                 block_frames=cfg.sampler.block_frames, sampler_timesteps=sampler_t,
@@ -427,15 +453,18 @@ def evaluate(tr: Trainer, spec: ClipSpec) -> dict:
     for name, video in (("ground_truth", truth), ("vae_reconstruction", recon)):
         result[name] = mean_scores(video, prompts, spec.fps)
         log.info("eval %s: %s", name, {k: round(v, 3) for k, v in result[name].items()})
-    for shift in cfg.eval.shifts:
+    settings = [(float(shift), float(sampler["guidance_scale"]), str(shift)) for shift in cfg.eval.shifts]
+    settings += [(float(shift), float(scale), f"{shift}@cfg{scale}") for shift in cfg.eval.shifts
+                 for scale in cfg.eval.guidance_scales]
+    for shift, scale, key in settings:
         start = time.time()
         latents = generate_latents(tr.model, tr.text_encoder, prompts, num_latent_frames=window,
-                                   sampler=sampler | {"shift": float(shift)}, seed=cfg.eval.seed,
+                                   sampler=sampler | {"shift": shift, "guidance_scale": scale}, seed=cfg.eval.seed,
                                    latent_shape=latent_shape, device=device)
         pixels = tr.vae.decode(latents)  # [B, T, 3, H, W]
-        result["in_window"][str(shift)] = mean_scores(pixels, prompts, spec.fps)
-        log.info("eval in-window shift=%s (%d prompts, %.0f s): %s", shift, len(prompts), time.time() - start,
-                 {k: round(v, 3) for k, v in result["in_window"][str(shift)].items()})
+        result["in_window"][key] = mean_scores(pixels, prompts, spec.fps)
+        log.info("eval in-window %s (%d prompts, %.0f s): %s", key, len(prompts), time.time() - start,
+                 {k: round(v, 3) for k, v in result["in_window"][key].items()})
     long_frames = window * cfg.eval.long_factor
     long_prompts = prompts[: cfg.eval.long_prompts]
     latents = generate_latents(tr.model, tr.text_encoder, long_prompts, num_latent_frames=long_frames, sampler=sampler,
@@ -489,7 +518,8 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
         "vae": dict(tr.vae.config),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "training": {"vae_steps": tr.meta["vae_step"], "dit_steps": tr.meta["dit_step"],
-                     "train_s": tr.meta["train_s"], "chunks": tr.meta["chunks"], "seed": cfg.seed},
+                     "train_s": tr.meta["train_s"], "chunks": tr.meta["chunks"], "seed": cfg.seed,
+                     **({"fine_tuned_from": tr.meta["init"]} if "init" in tr.meta else {})},
         "dtype": str(dtype).replace("torch.", ""),
         "files": digests,
     }
@@ -505,7 +535,8 @@ def export(tr: Trainer, export_dir: Path, dtype: torch.dtype) -> None:
         plot_losses(tr.rows, results / "loss_curves.png")
         atomic_write_text(results / "training_meta.json", json.dumps(
             {k: tr.meta[k] for k in ("vae_step", "dit_step", "vae_total", "dit_total", "dit_decay_steps", "train_s",
-                                     "chunks", "eval", "vae_eval", "latents_mean", "latents_std") if k in tr.meta},
+                                     "chunks", "eval", "vae_eval", "latents_mean", "latents_std", "init")
+             if k in tr.meta},
             indent=1) + "\n")
 
 
@@ -526,6 +557,8 @@ def main(cfg: DictConfig) -> None:
     tr = Trainer(cfg, device)
     if cfg.resume_dir:
         tr.load(Path(cfg.resume_dir))
+    elif cfg.init_dir:
+        tr.init_from_export(Path(cfg.init_dir))
     stages = list(cfg.stages)
     unknown = set(stages) - {"vae", "dit", "eval", "export"}
     if unknown:
@@ -534,6 +567,8 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"dit.later_chunks_s must be >= 0 seconds, got {cfg.dit.later_chunks_s}")
     if cfg.dit.object_weight < 0:
         raise ValueError(f"dit.object_weight must be >= 0, got {cfg.dit.object_weight}")
+    if not 0 <= cfg.dit.text_dropout < 1:
+        raise ValueError(f"dit.text_dropout must be in [0, 1), got {cfg.dit.text_dropout}")
     eval_reserve = 60.0 if "eval" in stages else 0.0
     deadline = wall0 + cfg.max_seconds - eval_reserve
     log.info("device %s; dit params %.2fM, text %.2fM, vae %.2fM", device,

@@ -248,3 +248,29 @@ def test_first_step_retests_cost_one_step_per_retry_until_accepted():
     _, events, rec, _ = run(ForcedTrim(cfg, trigger_at={2}, budget=2))
     assert events[1]["triggered"] and events[1]["retries"] == 2
     assert rec.calls == base_calls() + 2
+
+
+def _guided_rollout(context_kv, guidance_scale: float, trim: TokenTrim | None = None) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(1, 9, 16, HEIGHT, WIDTH, generator=generator)
+    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(max_frames=6, sink_frames=3, guidance_scale=guidance_scale),
+                               trim=trim)
+    return pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=generator))
+
+
+def test_classifier_free_guidance_combines_two_branches_with_their_own_caches():
+    """guidance_scale s: v = v_u + s (v_c - v_u), each branch attending to its own cached context (eviction
+    included). s = 0 is the unconditional rollout alone; identical branches give the unguided rollout."""
+    uncond_kv = MODEL.encode_context(torch.zeros(1, 5, TINY["text_dim"]))
+    both = [(torch.cat([kc, ku]), torch.cat([vc, vu])) for (kc, vc), (ku, vu) in zip(CONTEXT_KV, uncond_kv)]
+    unconditional = _guided_rollout(uncond_kv, 1.0)
+    torch.testing.assert_close(_guided_rollout(both, 0.0), unconditional, rtol=1e-5, atol=1e-5)
+    same = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in CONTEXT_KV]
+    torch.testing.assert_close(_guided_rollout(same, 3.0), _guided_rollout(CONTEXT_KV, 1.0), rtol=1e-5, atol=1e-5)
+    guided = _guided_rollout(both, 3.0, trim=ForcedTrim(TokenTrimConfig(p=P), trigger_at={2}))  # prunes both branches
+    assert guided.shape == unconditional.shape and torch.isfinite(guided).all()
+    assert not torch.allclose(guided, _guided_rollout(CONTEXT_KV, 1.0), atol=1e-3)
+    with pytest.raises(ValueError, match=r"context_kv has 1 rows; 1 video\(s\) at guidance_scale=3.0 need 2"):
+        _guided_rollout(CONTEXT_KV, 3.0)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        SelfForcingConfig(guidance_scale=-1.0)

@@ -172,6 +172,19 @@ def test_duplicated_object_lowers_object_count(clean):
     assert corrupted["object_count"] <= 0.3 < scores["object_count"] - 0.6
 
 
+def test_count_errors_name_extra_and_missing_objects(clean):
+    """`count_errors` explains object_count: a clean render is all zeros, a duplicate is +1, a vanished object -1."""
+    from tokentrim.tinyworld.metrics import TinyWorldScorer
+
+    scene, layout, frames, _ = clean
+    scorer = TinyWorldScorer()
+    clean_errors = scorer.count_errors(frames, PROMPT)  # this scene's objects touch often: 12 scored frames
+    assert set(clean_errors) == {0} and clean_errors[0] >= 10
+    assert scorer.count_errors(corrupt_duplicate(frames), PROMPT) == {1: clean_errors[0]}
+    vanished = scorer.count_errors(corrupt_vanish(scene, layout), PROMPT)
+    assert set(vanished) == {-1, 0} and vanished[-1] > vanished[0]  # gone for the second half of the video
+
+
 def test_background_shift_lowers_background_stability_after_the_shift(clean):
     scene, layout, _, _ = clean
     rows = score_frames(corrupt_background_shift(scene, layout), PROMPT, FPS)

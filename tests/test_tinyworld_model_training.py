@@ -183,3 +183,47 @@ def test_dit_compile_failure_falls_back_to_eager_with_the_same_result(tmp_path):
     assert "dit.compile failed (RuntimeError: compiler unavailable on this machine); continuing eager" in proc.stdout + proc.stderr
     eager, fallback = _checkpoint(tmp_path / "eager"), _checkpoint(tmp_path / "fallback")
     assert [k for k in eager if not torch.equal(eager[k], fallback[k])] == []
+
+
+def test_fine_tune_from_an_export_with_prompt_dropout_and_guided_eval(tmp_path):
+    """`init_dir` starts the DiT from an export (VAE, statistics, DiT, text encoder; the VAE stage counts as done),
+    trains with `dit.text_dropout`, evaluates guided sampling, and records where it started in its own export."""
+    from safetensors.torch import load_file
+
+    _run(tmp_path / "base", "stages=[vae,dit,export]", f"export.dir={tmp_path / 'export'}", "export.dtype=float32")
+    exported = json.loads((tmp_path / "export" / "config.json").read_text())
+    _run(tmp_path / "tuned", f"init_dir={tmp_path / 'export'}", "stages=[vae,dit,eval,export]", "dit.steps=2",
+         "dit.text_dropout=0.5", "eval.num_prompts=2", "eval.long_prompts=1", "eval.long_factor=2",
+         "eval.shifts=[5.0]", "eval.guidance_scales=[2.0]", f"eval.out={tmp_path / 'eval.json'}",
+         f"export.dir={tmp_path / 'export2'}")
+    meta = json.loads((tmp_path / "tuned" / "meta.json").read_text())
+    assert meta["dit_step"] == 2 and meta["vae_step"] == exported["training"]["vae_steps"]
+    assert meta["init"]["git_sha"] == exported["git_sha"] and meta["latents_mean"] == exported["vae"]["latents_mean"]
+    tuned = _checkpoint(tmp_path / "tuned")
+    vae = load_file(tmp_path / "export" / "vae.safetensors")
+    assert all(torch.equal(tuned[f"vae.{k}"], v) for k, v in vae.items())  # the VAE is not retrained
+    dit = load_file(tmp_path / "export" / "dit.safetensors")
+    assert not torch.equal(tuned["dit.head.head.weight"], dit["head.head.weight"])  # the DiT is
+    assert not any(k.startswith("vae_opt.") for k in tuned)
+    in_window = json.loads((tmp_path / "eval.json").read_text())["in_window"]
+    assert set(in_window) == {"5.0", "5.0@cfg2.0"} and in_window["5.0"] != in_window["5.0@cfg2.0"]
+    assert json.loads((tmp_path / "export2" / "config.json").read_text())["training"]["fine_tuned_from"]["git_sha"] == (
+        exported["git_sha"])
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_tinyworld.py"), f"out_dir={tmp_path / 'x'}",
+                           *TINY, f"init_dir={tmp_path / 'export'}", "dit.model.num_layers=2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and "its dit config" in proc.stderr and "differs from this run's" in proc.stderr
+
+
+def test_prompt_dropout_and_guidance_rows():
+    from tokentrim.tinyworld.training import NULL_PROMPT, drop_prompts, guidance_prompts
+
+    prompts = prompt_set(split="train", count=64, seed=0)
+    assert drop_prompts(prompts, 0.0, torch.Generator().manual_seed(0)) == prompts
+    dropped = drop_prompts(prompts, 0.25, torch.Generator().manual_seed(0))
+    assert dropped == drop_prompts(prompts, 0.25, torch.Generator().manual_seed(0))  # seeded: resumable
+    kept = [d == p for d, p in zip(dropped, prompts)]
+    assert 4 <= kept.count(False) <= 28 and all(d == NULL_PROMPT for d, k in zip(dropped, kept) if not k)
+    assert guidance_prompts(prompts[:2], 1.0) == prompts[:2]
+    assert guidance_prompts(prompts[:2], 3.0) == [*prompts[:2], NULL_PROMPT, NULL_PROMPT]

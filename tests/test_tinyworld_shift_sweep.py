@@ -28,6 +28,18 @@ def test_sweep_writes_scores_per_shift_and_differs_between_shifts(tmp_path):
     for scores in record["scores"].values():
         assert set(scores) == set(DIMENSIONS) and all(0.0 <= v <= 1.0 for v in scores.values())
     assert record["scores"]["1.0"] != record["scores"]["5.0"]  # the shift reaches the sampler
+    assert record["denoising_steps"] == [1000, 750, 500, 250]
+    for errors in record["count_errors"].values():  # frames by (detected - prompted objects), keys like "+1"
+        assert all(key[0] in "+-" and int(key) >= -3 for key in errors) and all(n > 0 for n in errors.values())
+
+
+def test_steps_option_changes_the_sampler(tmp_path):
+    script = _script()
+    assert script.evenly_spaced_steps(8) == [1000, 875, 750, 625, 500, 375, 250, 125]
+    out = tmp_path / "s2.json"
+    script.main(["--out", str(out), "--shifts", "5", "--prompts", "1", "--steps", "2"])
+    record = json.loads(out.read_text())
+    assert record["denoising_steps"] == [1000, 500] and set(record["scores"]) == {"5.0"}
 
 
 def test_bad_shifts_exit_with_one_line(tmp_path, capsys):

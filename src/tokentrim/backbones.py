@@ -60,6 +60,10 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
         if unknown:
             raise ValueError(f"backbone.model has unknown keys {sorted(unknown)}; allowed: {sorted(WanConfig.__dataclass_fields__)}")
     check_speed_config(cfg.get("speed") or {})
+    guidance = (cfg.get("sampler") or {}).get("guidance_scale", 1.0)
+    if kind != "tinyworld" and guidance != 1.0:
+        raise ValueError(f"backbone.sampler.guidance_scale is for the TinyWorld model (trained with prompt dropout); "
+                         f"the {cfg.get('name')} checkpoints are distilled without guidance: got {guidance}")
     frames = cfg.get("video", {}).get("num_latent_frames")
     if frames is not None and (not isinstance(frames, int) or frames < 1):
         raise ValueError(f"backbone.video.num_latent_frames must be a positive integer, got {frames!r}")
@@ -164,9 +168,13 @@ def _build_tinyworld(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype)
     sampler = {**tw.sampler, **dict(cfg.get("sampler") or {})}
     model = tw.model
 
+    from tokentrim.tinyworld.training import guidance_prompts
+
+    guidance_scale = float(sampler.get("guidance_scale", 1.0))
+
     @torch.no_grad()
-    def encode_prompt(prompt: str) -> list:
-        return model.encode_context(tw.text_encoder.encode([prompt]).to(device))
+    def encode_prompt(prompt: str) -> list:  # guided: the prompt's row, then the null prompt's
+        return model.encode_context(tw.text_encoder.encode(guidance_prompts([prompt], guidance_scale)).to(device))
 
     @torch.no_grad()
     def decode(latents: torch.Tensor) -> torch.Tensor:

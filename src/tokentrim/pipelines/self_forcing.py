@@ -46,6 +46,10 @@ class SelfForcingConfig:
         context_noise: timestep of the cache-writing pass.
         max_frames: latent frames attended at most, the block included (21 = the released 81-frame window).
         sink_frames: first latent frames never evicted (0 = plain sliding window).
+        guidance_scale: classifier-free guidance, v = v_uncond + scale (v_cond - v_uncond); 1 = off (the released
+            Self Forcing / Rolling Forcing models are distilled without it). Otherwise `context_kv` holds the
+            prompts' rows followed by as many unconditional rows, and each model call runs both as one batch, with
+            one cache holding both branches (TinyWorld's generator, trained with prompt dropout).
     """
 
     denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)
@@ -55,6 +59,7 @@ class SelfForcingConfig:
     context_noise: float = 0.0
     max_frames: int = 21
     sink_frames: int = 0
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.denoising_steps = tuple(int(s) for s in self.denoising_steps)
@@ -68,6 +73,12 @@ class SelfForcingConfig:
             raise ValueError(
                 f"sampler.sink_frames must be in [0, max_frames - block_frames] = [0, {self.max_frames - self.block_frames}], got {self.sink_frames}"
             )
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"sampler.guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
 
 
 class SelfForcingPipeline:
@@ -115,9 +126,14 @@ class SelfForcingPipeline:
             raise ValueError(f"num latent frames must be a multiple of block_frames={cfg.block_frames}, got {num_frames}")
         if self.trim is not None and batch_size != 1:
             raise ValueError(f"TokenTrim decides per video: batch size must be 1, got {batch_size}")
+        branches = 2 if cfg.guided else 1  # guided: conditional rows, then unconditional rows, in one batch
+        if context_kv[0][0].shape[0] != branches * batch_size:
+            raise ValueError(f"context_kv has {context_kv[0][0].shape[0]} rows; {batch_size} video(s) at "
+                             f"guidance_scale={cfg.guidance_scale} need {branches * batch_size} (prompts"
+                             f"{', then unconditional rows' if cfg.guided else ''})")
         cache = self.model.new_cache(
             height=height, width=width, max_frames=cfg.max_frames, block_frames=cfg.block_frames,
-            sink_frames=cfg.sink_frames, batch_size=batch_size,
+            sink_frames=cfg.sink_frames, batch_size=branches * batch_size,
         )
         if self.trim is not None:
             self.trim.reset()
@@ -192,7 +208,7 @@ class SelfForcingPipeline:
         for i in range(first_step, len(self.timesteps)):
             t, sigma = self.timesteps[i], self.sigmas[i]
             t_frames = torch.full((batch_size, num_frames), t, device=x.device, dtype=torch.float32)  # [B, F]
-            flow = self.model(x, t_frames, context_kv, start_frame=start, cache=cache)
+            flow = self._flow(x, t_frames, context_kv, start, cache)
             if is_first_block and self.flowmo is not None and i < self.flowmo.steps:
                 x, flow = self._flowmo_step(x, flow, t_frames, sigma, context_kv, cache, start)
             x0 = flow_to_x0(flow, x, sigma)
@@ -213,15 +229,24 @@ class SelfForcingPipeline:
             raise RuntimeError("FlowMo guidance expects an empty cache (first block)")
 
         def predict(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            v = self.model(z, t_frames, context_kv, start_frame=start, cache=None)
+            v = self._flow(z, t_frames, context_kv, start, None)
             return v, flow_to_x0(v, z, sigma)
 
         with torch.enable_grad():
             x_new, info = flowmo_guide(x, predict, cfg=self.flowmo)
         logger.debug("FlowMo step: %s", info)
         if self.flowmo.recompute:
-            flow = self.model(x_new, t_frames, context_kv, start_frame=start, cache=cache)
+            flow = self._flow(x_new, t_frames, context_kv, start, cache)
         return x_new.detach(), flow
+
+    def _flow(self, x, t_frames, context_kv, start, cache) -> torch.Tensor:
+        """The model's flow for x [B, F, C, H, W] at t_frames [B, F]; with guidance, both branches in one call
+        ([x; x] against [prompt rows; unconditional rows]) combined as v_u + scale (v_c - v_u)."""
+        if not self.config.guided:
+            return self.model(x, t_frames, context_kv, start_frame=start, cache=cache)
+        both = self.model(torch.cat([x, x]), torch.cat([t_frames, t_frames]), context_kv, start_frame=start, cache=cache)
+        cond, uncond = both.chunk(2)  # 2 x [B, F, C, H, W]
+        return uncond + self.config.guidance_scale * (cond - uncond)
 
     def _commit(self, x0: torch.Tensor, context_kv: list, cache: KVCache, start: int) -> None:
         """Write the block's clean K/V: one forward of x0 at the context noise level (Self Forcing's cache refresh)."""
@@ -229,6 +254,8 @@ class SelfForcingPipeline:
         t_frames = torch.full((batch_size, num_frames), self.config.context_noise, device=x0.device, dtype=torch.float32)
         if cache.staged == 0:
             cache.begin_block(start, num_frames * cache.tokens_per_frame)
+        if self.config.guided:  # both branches' caches see the same accepted block
+            x0, t_frames = torch.cat([x0, x0]), torch.cat([t_frames, t_frames])
         self.model(x0, t_frames, context_kv, start_frame=start, cache=cache, kv_only=True)
         cache.commit()
 

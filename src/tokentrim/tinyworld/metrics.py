@@ -650,14 +650,7 @@ class TinyWorldScorer:
         video = as_float_frames(frames)  # [T, H, W, 3]
         num_frames, height, width, _ = video.shape
         pixels_per_unit = float(min(height, width))
-        det = detect(
-            video,
-            fg_threshold=self.fg_threshold,
-            colour_tolerance=self.colour_tolerance,
-            occlusion_margin_px=self.occlusion_margin_px,
-        )
-        min_area = self.min_area_fraction * math.pi * (SIZES["small"] * pixels_per_unit) ** 2
-        objects = det.select(det.area >= min_area)
+        det, objects = self.detect_objects(video)
         background_mask = torch.from_numpy(det.background_mask)
         model, phase = background_model(scene, video, background_mask)
         errors = background_errors(video, model, background_mask)
@@ -689,6 +682,30 @@ class TinyWorldScorer:
                     {"clip": -1, "dimension": dimension, "score": float(np.mean(scores)), "start_frame": 0, "end_frame": num_frames}
                 )
         return rows
+
+    def detect_objects(self, video: torch.Tensor) -> tuple[Detections, Detections]:
+        """`[T, H, W, 3]` float video -> (every palette component, the object-sized ones the scores use)."""
+        det = detect(
+            video,
+            fg_threshold=self.fg_threshold,
+            colour_tolerance=self.colour_tolerance,
+            occlusion_margin_px=self.occlusion_margin_px,
+        )
+        min_area = self.min_area_fraction * math.pi * (SIZES["small"] * float(min(video.shape[1:3]))) ** 2
+        return det, det.select(det.area >= min_area)
+
+    @torch.no_grad()
+    def count_errors(self, frames: np.ndarray | torch.Tensor, prompt: str | Scene) -> dict[int, int]:
+        """Why `object_count` falls: {detected - prompted objects: number of frames}, over the frames it scores
+        (no two objects touching). Positive keys are extra components (duplicates, objects split into two colours),
+        negative ones missing objects."""
+        scene = parse(prompt) if isinstance(prompt, str) else prompt
+        video = as_float_frames(frames)
+        _, objects = self.detect_objects(video)
+        scored = scored_frames(objects, 0, video.shape[0])
+        counts = np.bincount(objects.frame, minlength=video.shape[0])[scored]  # [F'] components per scored frame
+        errors, frequency = np.unique(counts - len(scene.objects), return_counts=True)
+        return {int(e): int(n) for e, n in zip(errors, frequency)}
 
     def score_video_file(self, path: str | os.PathLike, prompt: str | Scene) -> list[dict]:
         """Read ``path`` with :func:`tokentrim.video_io.read_video` and score it (see :meth:`score_frames`)."""

@@ -336,6 +336,22 @@ def read_json(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- generation / eval
+NULL_PROMPT = ""  # the unconditional prompt of classifier-free guidance (all padding: zero text states)
+
+
+def guidance_prompts(prompts: Sequence[str], guidance_scale: float) -> list[str]:
+    """The text rows a sampler at `guidance_scale` expects: the prompts, then (guided) one null prompt per prompt."""
+    return list(prompts) + ([NULL_PROMPT] * len(prompts) if guidance_scale != 1.0 else [])
+
+
+def drop_prompts(prompts: Sequence[str], probability: float, generator: torch.Generator) -> list[str]:
+    """Prompt dropout for classifier-free guidance: each prompt becomes the null prompt with `probability`."""
+    if probability <= 0:
+        return list(prompts)
+    dropped = torch.rand(len(prompts), generator=generator) < probability  # [B]
+    return [NULL_PROMPT if d else p for p, d in zip(prompts, dropped.tolist())]
+
+
 @torch.no_grad()
 def generate_latents(
     model: CausalWanModel, text_encoder, prompts: Sequence[str], *, num_latent_frames: int, sampler: dict, seed: int,
@@ -349,12 +365,13 @@ def generate_latents(
     """
     from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
 
-    pipe = SelfForcingPipeline(model, SelfForcingConfig(**sampler))
+    config = SelfForcingConfig(**sampler)
+    pipe = SelfForcingPipeline(model, config)
     g = torch.Generator().manual_seed(seed)
     channels, height, width = latent_shape
     dtype = model.patch_embedding.weight.dtype
     noise = torch.randn((len(prompts), num_latent_frames, channels, height, width), generator=g).to(device, dtype)
-    context_kv = model.encode_context(text_encoder.encode(list(prompts)))
+    context_kv = model.encode_context(text_encoder.encode(guidance_prompts(prompts, config.guidance_scale)))
     return pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=g).to(device, dtype))
 
 
