@@ -9,6 +9,7 @@ samples with K evenly spaced denoising steps (the shipped sampler's 4 are [1000,
 
     PYTHONPATH=src python scripts/tinyworld_shift_sweep.py --out results/tinyworld/shift_selection.json
     PYTHONPATH=src python scripts/tinyworld_shift_sweep.py --out /tmp/s8.json --shifts 5 --steps 8 --prompt-seed 0
+    PYTHONPATH=src python scripts/tinyworld_shift_sweep.py --out /tmp/g.json --shifts 5 --guidance-scale 2
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def evenly_spaced_steps(num_steps: int) -> list[int]:
 
 
 def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int, num_steps: int = 4,
+          guidance_scale: float | None = None,
           ) -> tuple[int, dict[str, dict[str, float]], dict[str, dict[str, int]]]:
     """(latent frames generated = the training window, {shift: {dimension: mean whole-video score over prompts}},
     {shift: {detected - prompted objects: frames, over all prompts}})."""
@@ -42,6 +44,8 @@ def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed
     out, errors = {}, {}
     for shift in shifts:
         sampler = dict(tw.sampler) | {"shift": shift, "denoising_steps": evenly_spaced_steps(num_steps)}
+        if guidance_scale is not None:
+            sampler["guidance_scale"] = guidance_scale
         with torch.no_grad():
             latents = generate_latents(tw.model, tw.text_encoder, prompts,
                                        num_latent_frames=tw.train_window_latent_frames,
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-seed", type=int, default=1, help="held-out prompt set (the quality table uses 0)")
     parser.add_argument("--noise-seed", type=int, default=99)
     parser.add_argument("--steps", type=int, default=4, help="evenly spaced denoising steps (the shipped sampler: 4)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance scale (default: the shipped sampler's)")
     args = parser.parse_args(argv)
     try:
         shifts = [float(s) for s in args.shifts.split(",")]
@@ -78,11 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.prompts < 1 or args.steps < 1 or any(s <= 0 for s in shifts):
         parser.error(f"--prompts and --steps must be >= 1 and every shift > 0, got {args.prompts}, {args.steps} and "
                      f"{shifts}")
+    if args.guidance_scale is not None and args.guidance_scale < 0:
+        parser.error(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
     window, scores, count_errors = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed,
-                                         noise_seed=args.noise_seed, num_steps=args.steps)
+                                         noise_seed=args.noise_seed, num_steps=args.steps,
+                                         guidance_scale=args.guidance_scale)
     record = {"prompt_split": "heldout", "prompt_seed": args.prompt_seed, "num_prompts": args.prompts,
               "noise_seed": args.noise_seed, "latent_frames": window,
-              "denoising_steps": evenly_spaced_steps(args.steps), "scores": scores, "count_errors": count_errors}
+              "denoising_steps": evenly_spaced_steps(args.steps), "guidance_scale": args.guidance_scale,
+              "scores": scores, "count_errors": count_errors}
     write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     print("wrote", args.out)
 

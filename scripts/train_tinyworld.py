@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tokentrim.models.vae import WanVAE
 from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
-from tokentrim.tinyworld.prompts import parse, prompt_set
+from tokentrim.tinyworld.prompts import drop_prompts, parse, prompt_set
 from tokentrim.tinyworld.text_encoder import TinyTextEncoder
 from tokentrim.tinyworld.world import render
 from tokentrim.tinyworld.training import (
@@ -40,7 +40,6 @@ from tokentrim.tinyworld.training import (
     atomic_write_text,
     code_digest,
     dit_loss,
-    drop_prompts,
     generate_latents,
     latent_statistics,
     object_coverage,

@@ -217,7 +217,7 @@ def test_fine_tune_from_an_export_with_prompt_dropout_and_guided_eval(tmp_path):
 
 
 def test_prompt_dropout_and_guidance_rows():
-    from tokentrim.tinyworld.training import NULL_PROMPT, drop_prompts, guidance_prompts
+    from tokentrim.tinyworld.prompts import NULL_PROMPT, drop_prompts, guidance_prompts
 
     prompts = prompt_set(split="train", count=64, seed=0)
     assert drop_prompts(prompts, 0.0, torch.Generator().manual_seed(0)) == prompts

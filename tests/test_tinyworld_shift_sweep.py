@@ -40,6 +40,9 @@ def test_steps_option_changes_the_sampler(tmp_path):
     script.main(["--out", str(out), "--shifts", "5", "--prompts", "1", "--steps", "2"])
     record = json.loads(out.read_text())
     assert record["denoising_steps"] == [1000, 500] and set(record["scores"]) == {"5.0"}
+    guided = tmp_path / "g.json"
+    script.main(["--out", str(guided), "--shifts", "5", "--prompts", "1", "--steps", "2", "--guidance-scale", "3"])
+    assert json.loads(guided.read_text())["scores"] != record["scores"]  # the guidance reaches the sampler
 
 
 def test_bad_shifts_exit_with_one_line(tmp_path, capsys):

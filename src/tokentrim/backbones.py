@@ -163,13 +163,11 @@ def build_backbone(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype) -
 # ---------------------------------------------------------------------------------------------- tinyworld
 def _build_tinyworld(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype) -> Backbone:
     from tokentrim.tinyworld.backbone import load_tinyworld
+    from tokentrim.tinyworld.prompts import guidance_prompts
 
     tw = load_tinyworld(device=device, dtype=dtype, weights_dir=cfg.get("weights_dir"))
     sampler = {**tw.sampler, **dict(cfg.get("sampler") or {})}
     model = tw.model
-
-    from tokentrim.tinyworld.training import guidance_prompts
-
     guidance_scale = float(sampler.get("guidance_scale", 1.0))
 
     @torch.no_grad()

@@ -6,9 +6,10 @@ N tokens per latent frame.
 Layout: one preallocated buffer per K and V of shape [Y, B, n, T, d]; the first `length` entries hold committed
 (clean) tokens, in commit order. The buffers are indexed as [Y, B, n, T, d] whatever their memory order: head-major
 (each head's tokens contiguous, the default) or token-major (`token_major=True`: memory [Y, B, T, n, d], flash-attn's
-layout, so a slice [:length] handed to SDPA has the strides of the official code's cache). Each entry carries its absolute latent-frame index (`entry_frame`) and its
-spatial token index inside that frame (`entry_token`), so pruning and eviction are expressed in (frame, token)
-positions rather than buffer offsets, and stay consistent with each other.
+layout, so a slice [:length] handed to SDPA has the strides of the official code's cache). Each entry carries its
+absolute latent-frame index (`entry_frame`) and its spatial token index inside that frame (`entry_token`), so pruning
+and eviction are expressed in (frame, token) positions rather than buffer offsets, and stay consistent with each
+other.
 
 The block currently being denoised is *staged* right after the committed entries (`stage`), and attention reads
 the contiguous view [:length + L] -- the same zero-copy scheme as Self Forcing's cache, where the block's own

@@ -329,8 +329,9 @@ class CausalWanBlock(nn.Module):
 
     def stage_kv(self, x, e, cos, sin, cache: KVCache, layer: int) -> None:
         """Region 1 and `cache.stage` only: the block's K/V for the cache, without its attention and the rest."""
-        shift1, scale1 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)[:2]  # as in forward (same strides:
-        _, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)  # no recompile)
+        # the modulation as `forward` computes it, so region 1 sees the same strides (no recompilation)
+        shift1, scale1 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)[:2]  # 2 x [B, F, 1, D]
+        _, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)
         cache.stage(layer, k, v)
 
     def set_speed(self, speed: WanSpeedConfig) -> None:

@@ -316,3 +316,20 @@ def prompt_set(*, split: str = "heldout", count: int = 32, seed: int = 0, num_ob
         if len(prompts) == count:
             return prompts
     raise ValueError(f"could not draw {count} distinct {split} prompts with num_objects={num_objects}")
+
+
+# ---------------------------------------------------------------------------------------------- guidance
+NULL_PROMPT = ""  # the unconditional prompt of classifier-free guidance (all padding: zero text states)
+
+
+def guidance_prompts(prompts: Sequence[str], guidance_scale: float) -> list[str]:
+    """The text rows a sampler at `guidance_scale` expects: the prompts, then (guided) one null prompt per prompt."""
+    return list(prompts) + ([NULL_PROMPT] * len(prompts) if guidance_scale != 1.0 else [])
+
+
+def drop_prompts(prompts: Sequence[str], probability: float, generator: torch.Generator) -> list[str]:
+    """Prompt dropout for classifier-free guidance: each prompt becomes the null prompt with `probability`."""
+    if probability <= 0:
+        return list(prompts)
+    dropped = torch.rand(len(prompts), generator=generator) < probability  # [B]
+    return [NULL_PROMPT if d else p for p, d in zip(prompts, dropped.tolist())]

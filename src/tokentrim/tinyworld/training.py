@@ -36,7 +36,7 @@ from tokentrim.models.vae_full_sequence import decode_full_sequence, encode_full
 from tokentrim.models.wan_causal import CausalWanModel, rope_angles, sinusoidal_embedding, unpatchify
 from tokentrim.pipelines.sampling import warped_timesteps
 from tokentrim.report.atomic_io import atomic_path, write_text_atomic
-from tokentrim.tinyworld.prompts import describe, sample_scene
+from tokentrim.tinyworld.prompts import describe, guidance_prompts, sample_scene
 from tokentrim.tinyworld.world import render
 
 logger = logging.getLogger(__name__)
@@ -336,22 +336,6 @@ def read_json(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- generation / eval
-NULL_PROMPT = ""  # the unconditional prompt of classifier-free guidance (all padding: zero text states)
-
-
-def guidance_prompts(prompts: Sequence[str], guidance_scale: float) -> list[str]:
-    """The text rows a sampler at `guidance_scale` expects: the prompts, then (guided) one null prompt per prompt."""
-    return list(prompts) + ([NULL_PROMPT] * len(prompts) if guidance_scale != 1.0 else [])
-
-
-def drop_prompts(prompts: Sequence[str], probability: float, generator: torch.Generator) -> list[str]:
-    """Prompt dropout for classifier-free guidance: each prompt becomes the null prompt with `probability`."""
-    if probability <= 0:
-        return list(prompts)
-    dropped = torch.rand(len(prompts), generator=generator) < probability  # [B]
-    return [NULL_PROMPT if d else p for p, d in zip(prompts, dropped.tolist())]
-
-
 @torch.no_grad()
 def generate_latents(
     model: CausalWanModel, text_encoder, prompts: Sequence[str], *, num_latent_frames: int, sampler: dict, seed: int,
