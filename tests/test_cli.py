@@ -75,6 +75,19 @@ def test_bad_config_values_fail_with_one_line_naming_the_key(workdir: Path) -> N
     assert not (workdir / "out" / "default" / "self_forcing").exists()  # nothing was generated
 
 
+def test_bad_tinyworld_sampler_override_fails_before_any_output(tmp_path: Path) -> None:
+    """TinyWorld sampler overrides are checked against the shipped sampler at composition time: one line, and no
+    results directory is created (which would block the corrected run)."""
+    for override, message in [
+        ("backbone.sampler.guidance_scale=-1", "sampler.guidance_scale must be >= 0 (1 = no guidance), got -1"),
+        ("+backbone.sampler.sink_frames=12", "sampler.sink_frames must be in [0, max_frames - block_frames] = [0, 9]"),
+    ]:
+        proc = tokentrim("run", f"paths.output_root={tmp_path / 'out'}", override, cwd=tmp_path, check=False)
+        assert proc.returncode == 1 and message in proc.stdout + proc.stderr, (override, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "default" / "tiny").exists()  # only Hydra's own log folder
+
+
 def test_unknown_group_option_lists_the_allowed_ones(workdir: Path) -> None:
     proc = tokentrim("generate", *common(workdir, "trim=aggressive"), cwd=workdir, check=False)
     assert proc.returncode != 0

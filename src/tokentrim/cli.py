@@ -37,6 +37,10 @@ def validate(cfg: DictConfig) -> None:
     check_backbone_config(backbone)
     if backbone["kind"] == "wan":
         sampler_config(backbone["pipeline"], backbone["sampler"])
+    else:  # TinyWorld: the overrides on top of the sampler its export ships (a JSON read, no weights)
+        from tokentrim.tinyworld.backbone import shipped_sampler
+
+        sampler_config(backbone["pipeline"], {**shipped_sampler(backbone.get("weights_dir")), **(backbone.get("sampler") or {})})
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
     if not (str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda")):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,6 +68,11 @@ def _read_config(folder: Path) -> dict:
         if key not in config:
             raise ValueError(f"TinyWorld model file {path} lacks the key {key!r}")
     return config
+
+
+def shipped_sampler(weights_dir: str | os.PathLike | None = None) -> dict:
+    """The sampler an export ships (`config.json` `sampler`), read without loading any weights."""
+    return dict(_read_config(Path(weights_dir) if weights_dir else default_weights_dir())["sampler"])
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
