@@ -250,12 +250,13 @@ def test_first_step_retests_cost_one_step_per_retry_until_accepted():
     assert rec.calls == base_calls() + 2
 
 
-def _guided_rollout(context_kv, guidance_scale: float, trim: TokenTrim | None = None) -> torch.Tensor:
+def _guided_rollout(context_kv, guidance_scale: float, trim: TokenTrim | None = None, on_event=None) -> torch.Tensor:
     generator = torch.Generator().manual_seed(3)
-    noise = torch.randn(1, 9, 16, HEIGHT, WIDTH, generator=generator)
-    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(max_frames=6, sink_frames=3, guidance_scale=guidance_scale),
+    noise = torch.randn(1, 12, 16, HEIGHT, WIDTH, generator=generator)  # 4 blocks: the 4th evicts frames 3..5
+    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(max_frames=9, sink_frames=3, guidance_scale=guidance_scale),
                                trim=trim)
-    return pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=generator))
+    return pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=generator),
+                on_event=on_event)
 
 
 def test_classifier_free_guidance_combines_two_branches_with_their_own_caches():
@@ -267,7 +268,9 @@ def test_classifier_free_guidance_combines_two_branches_with_their_own_caches():
     torch.testing.assert_close(_guided_rollout(both, 0.0), unconditional, rtol=1e-5, atol=1e-5)
     same = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in CONTEXT_KV]
     torch.testing.assert_close(_guided_rollout(same, 3.0), _guided_rollout(CONTEXT_KV, 1.0), rtol=1e-5, atol=1e-5)
-    guided = _guided_rollout(both, 3.0, trim=ForcedTrim(TokenTrimConfig(p=P), trigger_at={2}))  # prunes both branches
+    events: list[dict] = []
+    guided = _guided_rollout(both, 3.0, trim=ForcedTrim(TokenTrimConfig(p=P), trigger_at={3}), on_event=events.append)
+    assert [e["num_pruned"] for e in events] == [0, 0, K * 3, 0]  # batch 3: k tokens of frames 3..5, both branches
     assert guided.shape == unconditional.shape and torch.isfinite(guided).all()
     assert not torch.allclose(guided, _guided_rollout(CONTEXT_KV, 1.0), atol=1e-3)
     with pytest.raises(ValueError, match=r"context_kv has 1 rows; 1 video\(s\) at guidance_scale=3.0 need 2"):
