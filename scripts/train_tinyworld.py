@@ -175,22 +175,21 @@ class Trainer:
     def init_from_export(self, folder: Path) -> None:
         """Fine-tune start: networks and latent statistics of an export folder (its architecture must be this
         config's); the VAE stage counts as done, the DiT starts at step 0 with a fresh optimizer."""
-        from safetensors.torch import load_file
+        from tokentrim.tinyworld.backbone import load_tinyworld, read_export_config
 
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"init_dir {folder} has no config.json (not an export folder)")
-        exported = json.loads(config_path.read_text())
+        exported = read_export_config(folder)
         ours = {"dit": OmegaConf.to_container(self.cfg.dit.model, resolve=True),
                 "text_encoder": OmegaConf.to_container(self.cfg.text_encoder, resolve=True)}
         for part, expected in ours.items():
             if exported[part] != expected:
                 raise ValueError(f"init_dir {folder}: its {part} config {exported[part]} differs from this run's {expected}")
-        for module, name in ((self.model, "dit"), (self.text_encoder, "text_encoder"), (self.vae.autoencoder, "vae")):
-            module.load_state_dict(load_file(folder / f"{name}.safetensors"), strict=True)  # cast to the params' dtype
+        tw = load_tinyworld(weights_dir=str(folder))  # the shipped-weights loader: strict, one-line errors, float32
+        for ours_module, theirs in ((self.model, tw.model), (self.text_encoder, tw.text_encoder),
+                                    (self.vae.autoencoder, tw.vae.autoencoder)):
+            ours_module.load_state_dict(theirs.state_dict(), strict=True)
         for key in ("latents_mean", "latents_std"):
-            self.vae.config[key] = list(exported["vae"][key])
-            self.meta[key] = list(exported["vae"][key])
+            self.vae.config[key] = list(tw.vae.config[key])
+            self.meta[key] = list(tw.vae.config[key])
         self.meta["vae_step"] = self.meta["vae_total"] = int(exported["training"]["vae_steps"])
         self.meta["init"] = {"dir": str(folder), "git_sha": exported["git_sha"], "training": exported["training"],
                              "dtype": exported["dtype"], "files": exported["files"]}

@@ -225,5 +225,5 @@ def test_prompt_dropout_and_guidance_rows():
     assert dropped == drop_prompts(prompts, 0.25, torch.Generator().manual_seed(0))  # seeded: resumable
     kept = [d == p for d, p in zip(dropped, prompts)]
     assert 4 <= kept.count(False) <= 28 and all(d == NULL_PROMPT for d, k in zip(dropped, kept) if not k)
-    assert guidance_prompts(prompts[:2], 1.0) == prompts[:2]
-    assert guidance_prompts(prompts[:2], 3.0) == [*prompts[:2], NULL_PROMPT, NULL_PROMPT]
+    assert guidance_prompts(prompts[:2], guided=False) == prompts[:2]
+    assert guidance_prompts(prompts[:2], guided=True) == [*prompts[:2], NULL_PROMPT, NULL_PROMPT]

@@ -135,6 +135,16 @@ def sampler_config(pipeline: str, sampler: Mapping[str, Any]):
     return config_cls(**kwargs)
 
 
+def resolved_sampler(cfg: Mapping[str, Any]) -> dict:
+    """`backbone.sampler` as the pipeline gets it: the yaml's for `wan`; for TinyWorld, the overrides on top of the
+    sampler its export ships (a JSON read, no weights)."""
+    if cfg["kind"] != "tinyworld":
+        return dict(cfg["sampler"])
+    from tokentrim.tinyworld.backbone import shipped_sampler
+
+    return {**shipped_sampler(cfg.get("weights_dir")), **dict(cfg.get("sampler") or {})}
+
+
 def make_pipeline(backbone: Backbone, *, trim=None, flowmo=None):
     """The rollout loop of the backbone with a TokenTrim decider (or None) and a FlowMo config (or None)."""
     config = sampler_config(backbone.pipeline, backbone.sampler)
@@ -166,13 +176,13 @@ def _build_tinyworld(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype)
     from tokentrim.tinyworld.prompts import guidance_prompts
 
     tw = load_tinyworld(device=device, dtype=dtype, weights_dir=cfg.get("weights_dir"))
-    sampler = {**tw.sampler, **dict(cfg.get("sampler") or {})}
+    sampler = resolved_sampler(cfg)
+    guided = sampler_config(cfg["pipeline"], sampler).guided
     model = tw.model
-    guidance_scale = float(sampler.get("guidance_scale", 1.0))
 
     @torch.no_grad()
     def encode_prompt(prompt: str) -> list:  # guided: the prompt's row, then the null prompt's
-        return model.encode_context(tw.text_encoder.encode(guidance_prompts([prompt], guidance_scale)).to(device))
+        return model.encode_context(tw.text_encoder.encode(guidance_prompts([prompt], guided)).to(device))
 
     @torch.no_grad()
     def decode(latents: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ CONF_DIR = Path(__file__).parent / "conf"
 # ---------------------------------------------------------------------------------------------- config helpers
 def validate(cfg: DictConfig) -> None:
     """Every check that can fail before any model is built (one clear line each)."""
-    from tokentrim.backbones import check_backbone_config, sampler_config
+    from tokentrim.backbones import check_backbone_config, resolved_sampler, sampler_config
     from tokentrim.generate import DTYPES, flowmo_config, trim_config
     from tokentrim.prompts import load_prompts
 
@@ -35,12 +35,7 @@ def validate(cfg: DictConfig) -> None:
     flowmo_config(cfg.init)
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     check_backbone_config(backbone)
-    if backbone["kind"] == "wan":
-        sampler_config(backbone["pipeline"], backbone["sampler"])
-    else:  # TinyWorld: the overrides on top of the sampler its export ships (a JSON read, no weights)
-        from tokentrim.tinyworld.backbone import shipped_sampler
-
-        sampler_config(backbone["pipeline"], {**shipped_sampler(backbone.get("weights_dir")), **(backbone.get("sampler") or {})})
+    sampler_config(backbone["pipeline"], resolved_sampler(backbone))
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {cfg.dtype!r}")
     if not (str(cfg.device) == "cpu" or str(cfg.device).startswith("cuda")):

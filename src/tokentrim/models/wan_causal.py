@@ -318,7 +318,7 @@ class CausalWanBlock(nn.Module):
 
         Runs as [region 1] -> cached self-attention -> [region 2]; the regions are `torch.compile`d when the model's
         `WanSpeedConfig.compile_blocks` is on (same math, fused kernels)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)  # 6 x [B, F, 1, D]
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation_terms(e)
         # 1. Self-attention
         q, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)
         if cache is not None:
@@ -327,10 +327,14 @@ class CausalWanBlock(nn.Module):
         # 2. Cross-attention and 3. feed-forward
         return (self._after_fn or self.after_attention)(x, attn, gate1, shift2, scale2, gate2, context_kv)
 
+    def modulation_terms(self, e: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """e: [B, F, 6, D] -> shift1, scale1, gate1, shift2, scale2, gate2: 6 x [B, F, 1, D] (views of one sum, so
+        every caller hands region 1 the same strides and it never recompiles)."""
+        return (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)
+
     def stage_kv(self, x, e, cos, sin, cache: KVCache, layer: int) -> None:
         """Region 1 and `cache.stage` only: the block's K/V for the cache, without its attention and the rest."""
-        # the modulation as `forward` computes it, so region 1 sees the same strides (no recompilation)
-        shift1, scale1 = (self.modulation.unsqueeze(1) + e).chunk(6, dim=2)[:2]  # 2 x [B, F, 1, D]
+        shift1, scale1 = self.modulation_terms(e)[:2]
         _, k, v = (self._before_fn or self.before_attention)(x, shift1, scale1, cos, sin)
         cache.stage(layer, k, v)
 

@@ -55,7 +55,8 @@ def default_weights_dir() -> Path:
     return Path(str(resources.files("tokentrim") / "assets" / "tinyworld"))
 
 
-def _read_config(folder: Path) -> dict:
+def read_export_config(folder: Path) -> dict:
+    """`config.json` of an export folder, checked for the keys a loader needs (one-line errors)."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"TinyWorld model file {path} is missing (re-install tokentrim or re-export with "
@@ -72,7 +73,7 @@ def _read_config(folder: Path) -> dict:
 
 def shipped_sampler(weights_dir: str | os.PathLike | None = None) -> dict:
     """The sampler an export ships (`config.json` `sampler`), read without loading any weights."""
-    return dict(_read_config(Path(weights_dir) if weights_dir else default_weights_dir())["sampler"])
+    return dict(read_export_config(Path(weights_dir) if weights_dir else default_weights_dir())["sampler"])
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -106,7 +107,7 @@ def load_tinyworld(device: str = "cpu", dtype: torch.dtype = torch.float32,
                    weights_dir: str | None = None) -> TinyWorldBackbone:
     """Load the shipped TinyWorld model (or an export in `weights_dir`) for inference on `device` in `dtype`."""
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    config = _read_config(folder)
+    config = read_export_config(folder)
 
     model = CausalWanModel(**config["dit"])
     _load_strict(model, _read_weights(folder / "dit.safetensors"), folder / "dit.safetensors", dtype)

@@ -295,10 +295,14 @@ def scored_frames(det: Detections, start: int, end: int) -> np.ndarray:
     return clear if clear.size else frames
 
 
+def component_counts(det: Detections, frames: np.ndarray) -> np.ndarray:
+    """Detected components in each of `frames`: [F] ints."""
+    return np.bincount(det.frame, minlength=int(frames.max()) + 1)[frames]
+
+
 def object_count_score(det: Detections, scene: Scene, frames: np.ndarray) -> float:
     """Fraction of frames whose detected component count equals the number of prompted objects."""
-    counts = np.bincount(det.frame, minlength=int(frames.max()) + 1)[frames]  # [F]
-    return float(np.mean(counts == len(scene.objects)))
+    return float(np.mean(component_counts(det, frames) == len(scene.objects)))
 
 
 def colour_fidelity_score(
@@ -702,8 +706,7 @@ class TinyWorldScorer:
         scene = parse(prompt) if isinstance(prompt, str) else prompt
         video = as_float_frames(frames)
         _, objects = self.detect_objects(video)
-        scored = scored_frames(objects, 0, video.shape[0])
-        counts = np.bincount(objects.frame, minlength=video.shape[0])[scored]  # [F'] components per scored frame
+        counts = component_counts(objects, scored_frames(objects, 0, video.shape[0]))  # [F'] per scored frame
         errors, frequency = np.unique(counts - len(scene.objects), return_counts=True)
         return {int(e): int(n) for e, n in zip(errors, frequency)}
 

@@ -322,9 +322,10 @@ def prompt_set(*, split: str = "heldout", count: int = 32, seed: int = 0, num_ob
 NULL_PROMPT = ""  # the unconditional prompt of classifier-free guidance (all padding: zero text states)
 
 
-def guidance_prompts(prompts: Sequence[str], guidance_scale: float) -> list[str]:
-    """The text rows a sampler at `guidance_scale` expects: the prompts, then (guided) one null prompt per prompt."""
-    return list(prompts) + ([NULL_PROMPT] * len(prompts) if guidance_scale != 1.0 else [])
+def guidance_prompts(prompts: Sequence[str], guided: bool) -> list[str]:
+    """The text rows a sampler expects: the prompts, then, if it is guided (`SelfForcingConfig.guided`), one null
+    prompt per prompt."""
+    return list(prompts) + ([NULL_PROMPT] * len(prompts) if guided else [])
 
 
 def drop_prompts(prompts: Sequence[str], probability: float, generator: torch.Generator) -> list[str]:

@@ -355,7 +355,7 @@ def generate_latents(
     channels, height, width = latent_shape
     dtype = model.patch_embedding.weight.dtype
     noise = torch.randn((len(prompts), num_latent_frames, channels, height, width), generator=g).to(device, dtype)
-    context_kv = model.encode_context(text_encoder.encode(guidance_prompts(prompts, config.guidance_scale)))
+    context_kv = model.encode_context(text_encoder.encode(guidance_prompts(prompts, config.guided)))
     return pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=g).to(device, dtype))
 
 
