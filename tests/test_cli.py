@@ -179,6 +179,8 @@ def test_each_missing_real_backbone_file_is_named_with_its_config_key(workdir: P
         target = weights / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.mkdir() if relative.endswith("umt5-xxl") else target.write_bytes(b"")
+    # checked at composition time: no results directory (whose config.yaml would refuse a corrected path) was made
+    assert not (workdir / "out" / "default" / "self_forcing").exists()
 
 
 def test_default_embedded_tinyworld_job_scores_ground_truth_and_flicker(tmp_path: Path) -> None:

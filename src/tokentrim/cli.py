@@ -98,9 +98,12 @@ def run_dir_of(cfg: DictConfig) -> Path:
 # ---------------------------------------------------------------------------------------------- stages
 def generate_stage(cfg: DictConfig) -> list[Path]:
     """Generate the variant of `cfg` and, with `baseline=true`, its paired baseline, interleaved in one process."""
+    from tokentrim.backbones import check_wan_files
     from tokentrim.generate import generate_variants
 
     validate(cfg)
+    if cfg.backbone.kind == "wan" and not cfg.backbone.random_weights:  # the user-supplied files, before any results
+        check_wan_files(OmegaConf.to_container(cfg.backbone, resolve=True))  # directory: a fixed path is not refused
     variants = [(cfg, run_dir_of(cfg))]
     if cfg.baseline and variant_name(cfg) != "baseline":
         base = baseline_config(cfg)
