@@ -91,10 +91,10 @@ TINY = Geometry(model=dict(text_len=8, dim=64, ffn_dim=128, text_dim=32, num_hea
 def parse_variant(spec: str) -> WanSpeedConfig:
     """'eager' | '+'-joined levers: cudnn (cuDNN then flash SDPA), flash, math, compile (inductor), aot (aot_eager),
     tokmajor (token-major q/k/v and KV cache), gelu (the FFN's GEMM with a GELU epilogue), tune (inductor's
-    coordinate-descent tuning of the compiled kernels)."""
+    coordinate-descent tuning of the compiled kernels), graphs (CUDA graphs of the repeated cached calls)."""
     backends: list[str] = []
     compile_backend = None
-    switches = {"tokmajor": "token_major", "gelu": "gelu_epilogue", "tune": "compile_tuning"}
+    switches = {"tokmajor": "token_major", "gelu": "gelu_epilogue", "tune": "compile_tuning", "graphs": "cuda_graphs"}
     on: dict[str, bool] = {}
     for lever in spec.split("+"):
         if lever == "eager":
@@ -156,6 +156,12 @@ def compare(ours: torch.Tensor, ref: torch.Tensor) -> dict:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def graphs_gib(model: CausalWanModel, speed: WanSpeedConfig) -> float:
+    """Memory held by the model's CUDA graphs of one lever setting (0 without graphs)."""
+    graphs = model.__dict__.get("_graph_sets", {}).get(speed) if speed.cuda_graphs else None
+    return graphs.held_bytes() / 2**30 if graphs is not None else 0.0
 
 
 def official_cache_gib(pipeline) -> float:
@@ -440,7 +446,9 @@ class Bench:
                 self.ours.set_speed(speed)
                 return run_ours(self.ours, ours_pipe, self.prompt_embeds, noise, seed)
 
-            out[f"ours_{name}"] = (Timer(self.device, self.ours, self.steps, weights_gib(self.ours)), run)
+            # graphs hold a memory pool and static inputs that a replay does not allocate: counted as resident
+            out[f"ours_{name}"] = (Timer(self.device, self.ours, self.steps, weights_gib(self.ours),
+                                         resident_gib=lambda speed=speed: graphs_gib(self.ours, speed)), run)
         return out
 
     def interleaved(self, runners: dict, repeats: int, warmup: bool) -> tuple[dict, dict]:
@@ -550,7 +558,9 @@ class Bench:
                 by_kind[kernel_kind(key)] = by_kind.get(kernel_kind(key), 0.0) + seconds
             busy = sum(by_kind.values())
             top = sorted(kernels, key=lambda k: -k[1])[:12]
+            gaps = kernel_gaps(prof) if cuda else None
             out[name] = {"wall_s": wall, "kernel_s": busy, "idle_s": max(0.0, wall - busy) if cuda else None,
+                         "gaps": gaps,
                          "by_kind_s": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
                          "top": [{"kernel": k[:120], "s": sec, "calls": n} for k, sec, n in top],
                          "kernels": [{"kernel": k, "s": sec, "calls": n} for k, sec, n in kernels]}
@@ -609,9 +619,11 @@ class Bench:
 
         cuda = device.type == "cuda"
         levers = dict(channels_last_3d=cuda and self.args.vae_channels_last, cudnn_benchmark=True,
+                      cudnn_benchmark_all=self.args.vae_cudnn_benchmark_all,
                       fused_norm=cuda and self.args.vae_fused_norm,
                       implicit_padding=cuda and self.args.vae_implicit_padding,
-                      native_upsample=cuda and self.args.vae_native_upsample)
+                      native_upsample=cuda and self.args.vae_native_upsample,
+                      subpixel_upsample=cuda and self.args.vae_subpixel_upsample)
         fast_levers = [name for name, on in levers.items() if on]
 
         def with_levers(**levers):  # the harness's decode levers (backbone.speed.vae_*), off again after the call
@@ -625,7 +637,7 @@ class Bench:
 
         runners["ours_fast"] = (ours_vae, with_levers(**levers))
         # what each newer lever alone gains: ours_fast without it (the first round's ours_fast had neither)
-        for lever in ("fused_norm", "implicit_padding", "native_upsample"):
+        for lever in ("fused_norm", "implicit_padding", "native_upsample", "subpixel_upsample"):
             if levers[lever]:
                 runners[f"ours_fast_no_{lever}"] = (ours_vae, with_levers(**(levers | {lever: False})))
         for k in self.args.vae_frames_per_call:  # ours_fast decoding k latent frames per decoder call
@@ -683,6 +695,27 @@ KERNEL_KINDS = (  # (kind, name fragments), first match wins; names of cuDNN / f
     ("elementwise/reduction", ("elementwise", "reduce", "norm", "softmax", "mul", "add", "silu", "gelu", "pow",
                                "rsqrt", "mean")),
 )
+
+
+def kernel_gaps(prof, top: int = 8, min_us: float = 20.0) -> dict:
+    """Where the GPU waits between kernels (profiled run): the idle stretches between consecutive kernels on the
+    device timeline, their total, how many exceed `min_us`, and the longest with the kernels on either side."""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    gaps, end, last = [], None, None
+    for start, stop, name in spans:
+        if end is not None and start > end:
+            gaps.append((start - end, last, name))
+        if end is None or stop > end:
+            end, last = stop, name
+    gaps.sort(key=lambda g: -g[0])
+    return {"kernels": len(spans), "first_to_last_s": (spans[-1][1] - spans[0][0]) / 1e6 if spans else 0.0,
+            "idle_between_kernels_s": sum(g[0] for g in gaps) / 1e6,
+            f"gaps_over_{min_us:g}us": sum(g[0] > min_us for g in gaps),
+            f"idle_in_gaps_over_{min_us:g}us_s": sum(g[0] for g in gaps if g[0] > min_us) / 1e6,
+            "longest": [{"us": round(g[0], 1), "after": g[1][:80], "before": g[2][:80]} for g in gaps[:top]]}
 
 
 def kernel_kind(name: str) -> str:
@@ -765,6 +798,14 @@ def render_markdown(record: dict) -> str:
         for name, v in variants.items():
             lines += ["", f"Top kernels, {name}:", ""] + [f"- {t['s']:.3f} s, {t['calls']} calls: `{t['kernel']}`"
                                                          for t in v["top"]]
+            gaps = v.get("gaps")
+            if gaps:
+                over = [k for k in gaps if k.startswith("gaps_over_")][0]
+                lines += ["", f"Device idle between kernels, {name}: {gaps['idle_between_kernels_s']:.3f} s over "
+                          f"{gaps['kernels']} kernels ({gaps['first_to_last_s']:.3f} s first to last); "
+                          f"{gaps[over]} gaps over {over[len('gaps_over_'):]} hold "
+                          f"{gaps['idle_in_' + over + '_s']:.3f} s. Longest:", ""]
+                lines += [f"- {g['us']:.0f} us after `{g['after']}`, before `{g['before']}`" for g in gaps["longest"]]
         lines.append("")
     elif st:
         lines += ["## profile: FAILED", "", f"`{st['error']}`", ""]
@@ -794,6 +835,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vae-fused-norm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-implicit-padding", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--vae-native-upsample", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-subpixel-upsample", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--vae-cudnn-benchmark-all", action=argparse.BooleanOptionalAction, default=False,
+                        help="ours_fast's decode times every cuDNN algorithm per conv shape (benchmark_limit = 0)")
     parser.add_argument("--vae-frames-per-call", type=_positive_ints, default=[],
                         help="comma-separated k: also time ours_fast decoding k latent frames per decoder call")
     parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from tokentrim.env_info import collect_env
 from tokentrim.report.atomic_io import write_text_atomic
 from tokentrim.tinyworld.backbone import load_tinyworld
 from tokentrim.tinyworld.metrics import TinyWorldScorer
@@ -33,7 +34,7 @@ def evenly_spaced_steps(num_steps: int) -> list[int]:
 
 
 def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed: int, num_steps: int = 4,
-          guidance_scale: float | None = None,
+          guidance_scale: float | None = None, renoise_eta: float | None = None,
           ) -> tuple[int, dict[str, dict[str, float]], dict[str, dict[str, int]]]:
     """(latent frames generated = the training window, {shift: {dimension: mean whole-video score over prompts}},
     {shift: {detected - prompted objects: frames, over all prompts}})."""
@@ -46,6 +47,8 @@ def sweep(shifts: list[float], *, num_prompts: int, prompt_seed: int, noise_seed
         sampler = dict(tw.sampler) | {"shift": shift, "denoising_steps": evenly_spaced_steps(num_steps)}
         if guidance_scale is not None:
             sampler["guidance_scale"] = guidance_scale
+        if renoise_eta is not None:
+            sampler["renoise_eta"] = renoise_eta
         with torch.no_grad():
             latents = generate_latents(tw.model, tw.text_encoder, prompts,
                                        num_latent_frames=tw.train_window_latent_frames,
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=4, help="evenly spaced denoising steps (the shipped sampler: 4)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance scale (default: the shipped sampler's)")
+    parser.add_argument("--renoise-eta", type=float, default=None,
+                        help="fresh-noise share between steps, 1 = Self Forcing's sampler, 0 = Euler (default: shipped)")
     args = parser.parse_args(argv)
     try:
         shifts = [float(s) for s in args.shifts.split(",")]
@@ -86,13 +91,15 @@ def main(argv: list[str] | None = None) -> None:
                      f"{shifts}")
     if args.guidance_scale is not None and args.guidance_scale < 0:
         parser.error(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
+    if args.renoise_eta is not None and not 0 <= args.renoise_eta <= 1:
+        parser.error(f"--renoise-eta must be in [0, 1], got {args.renoise_eta}")
     window, scores, count_errors = sweep(shifts, num_prompts=args.prompts, prompt_seed=args.prompt_seed,
                                          noise_seed=args.noise_seed, num_steps=args.steps,
-                                         guidance_scale=args.guidance_scale)
+                                         guidance_scale=args.guidance_scale, renoise_eta=args.renoise_eta)
     record = {"prompt_split": "heldout", "prompt_seed": args.prompt_seed, "num_prompts": args.prompts,
               "noise_seed": args.noise_seed, "latent_frames": window,
               "denoising_steps": evenly_spaced_steps(args.steps), "guidance_scale": args.guidance_scale,
-              "scores": scores, "count_errors": count_errors}
+              "renoise_eta": args.renoise_eta, "scores": scores, "count_errors": count_errors, "env": collect_env()}
     write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
     print("wrote", args.out)
 

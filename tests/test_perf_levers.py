@@ -206,6 +206,26 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
         bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "profile"])
 
 
+def test_kernel_gaps_finds_device_idle_between_overlapping_kernels():
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    bench = _load_bench()
+
+    def event(start, end, name, device=DeviceType.CUDA):
+        return SimpleNamespace(time_range=SimpleNamespace(start=start, end=end), name=name, device_type=device)
+
+    # a (0-10) and b (5-30) overlap; 30-100 idle; c 100-110; 110-115 idle; d 115-120; a CPU op is ignored
+    prof = SimpleNamespace(events=lambda: [event(100, 110, "c"), event(0, 10, "a"), event(5, 30, "b"),
+                                           event(115, 120, "d"), event(40, 90, "cpu_op", DeviceType.CPU)])
+    gaps = bench.kernel_gaps(prof, top=2, min_us=20)
+    assert gaps["kernels"] == 4 and gaps["first_to_last_s"] == pytest.approx(120e-6)
+    assert gaps["idle_between_kernels_s"] == pytest.approx(75e-6)
+    assert gaps["gaps_over_20us"] == 1 and gaps["idle_in_gaps_over_20us_s"] == pytest.approx(70e-6)
+    assert gaps["longest"] == [{"us": 70, "after": "b", "before": "c"}, {"us": 5, "after": "c", "before": "d"}]
+
+
 def test_side_by_side_bench_rejects_unknown_lever():
     bench = _load_bench()
     with pytest.raises(ValueError, match="--ours-variants: unknown lever 'fa3'"):
@@ -213,6 +233,7 @@ def test_side_by_side_bench_rejects_unknown_lever():
     speed = bench.parse_variant("compile+cudnn+tokmajor+gelu+tune")
     assert speed.compile_blocks and speed.token_major and speed.gelu_epilogue and speed.compile_tuning
     assert not bench.parse_variant("compile").token_major
+    assert bench.parse_variant("compile+graphs").cuda_graphs and not bench.parse_variant("compile").cuda_graphs
     with pytest.raises(SystemExit):  # argparse: one error line naming the bad list
         bench.main(["--tiny", "--device", "cpu", "--vae-frames-per-call", "2,0"])
 
@@ -261,6 +282,7 @@ def test_backbone_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
     assert cuda.token_major and cuda.gelu_epilogue and not cuda.compile_tuning  # tuning: bench-only (+0.2 %)
     assert not resolve_speed({"token_major": False, "gelu_epilogue": False}, "cuda").token_major
     assert resolve_speed({"gelu_epilogue": True}, "cpu").gelu_epilogue
+    assert not cuda.cuda_graphs and resolve_speed({"cuda_graphs": True}, "cuda").cuda_graphs  # auto = off (memory)
     assert resolve_speed({"compile_blocks": False, "attention_backends": ["flash"]}, "cuda").attention_backends == ("flash",)
     base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
     with pytest.raises(ValueError, match="backbone.speed has unknown keys"):
@@ -385,14 +407,101 @@ def test_native_upsample_gives_the_same_bits_in_bf16_and_is_undone():
     assert not any("forward" in u.__dict__ for u in upsamplers)
 
 
+def test_subpixel_upsample_is_exact_in_float64_close_in_bf16_and_is_undone():
+    """`subpixel_upsample`: nearest x2 + 3x3 conv as four 2x2 phase kernels on the low-resolution input gives the
+    upsampled convolution's numbers (float64: to 1e-12, through the streaming decode and channels-last activations;
+    bf16: to rounding); off restores diffusers' forward."""
+    from tokentrim.models.vae import WanVAE
+    from tokentrim.models.vae_decode_fusion import phase_kernels, subpixel_upsampling
+
+    # one conv against its definition, odd sizes, batch > 1, with a bias
+    conv = torch.nn.Conv2d(5, 3, 3, padding=1).double()
+    x = torch.randn(2, 5, 3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stack = torch.nn.Sequential(__import__("diffusers.models.autoencoders.autoencoder_kl_wan",
+                                           fromlist=["WanUpsample"]).WanUpsample(scale_factor=(2.0, 2.0),
+                                                                                  mode="nearest-exact"), conv)
+    # diffusers' WanUpsample rounds through float32: the reference is the definition in float64
+    reference = conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest-exact"))
+    torch.testing.assert_close(stack(x), reference, rtol=0, atol=1e-6)
+    decoder = torch.nn.Module()
+    decoder.up = stack
+    assert subpixel_upsampling(decoder, True) == 1
+    torch.testing.assert_close(stack(x), reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(stack(x.contiguous(memory_format=torch.channels_last)), reference, rtol=0, atol=1e-12)
+    assert phase_kernels(conv.weight).shape == (12, 5, 2, 2)
+    subpixel_upsampling(decoder, False)
+    assert "forward" not in stack.__dict__ and not torch.equal(stack(x), reference)  # float32 round trip again
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).double().eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    latents = torch.randn(1, 4, 4, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, native_upsample=True)  # no float32 trip
+    plain = vae.decode(latents)
+    vae.set_decode_speed(channels_last_3d=True, cudnn_benchmark=False, subpixel_upsample=True)
+    assert sum("forward" in m.__dict__ for m in vae.autoencoder.decoder.modules()
+               if isinstance(m, torch.nn.Sequential)) == 2  # both upsamplers of the 3-level decoder
+    stream = torch.cat(list(vae.decode_stream([latents[:, :1], latents[:, 1:3], latents[:, 3:]])), dim=1)
+    torch.testing.assert_close(stream, plain, rtol=0, atol=1e-12)
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, native_upsample=True)
+    assert torch.equal(vae.decode(latents), plain)
+
+    vae = vae.to(torch.bfloat16)  # bf16: the summed taps round differently, no worse than the plain decode's rounding
+    plain_err = (vae.decode(latents.to(torch.bfloat16)).double() - plain).abs().mean()
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False, subpixel_upsample=True)
+    fast_err = (vae.decode(latents.to(torch.bfloat16)).double() - plain).abs().mean()
+    assert 0 < fast_err < 1.25 * plain_err, (fast_err, plain_err)
+
+
+def test_cudnn_benchmark_all_times_every_algorithm_inside_the_decode_only(monkeypatch):
+    from tokentrim.models.vae import WanVAE
+
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    seen = []
+    decoder_forward = vae.autoencoder.decoder.forward
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit))
+        return decoder_forward(*args, **kwargs)
+
+    monkeypatch.setattr(vae.autoencoder.decoder, "forward", spy)
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=True, cudnn_benchmark_all=True)
+    vae.decode(torch.randn(1, 2, 4, 4, 4))
+    assert seen and set(seen) == {(True, 0)}
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit) == before
+    seen.clear()
+    vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=True)
+    vae.decode(torch.randn(1, 2, 4, 4, 4))
+    assert set(seen) == {(True, before[1])}  # torch's own limit
+
+
+def test_subpixel_upsample_refuses_a_stack_it_cannot_rewrite():
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample
+
+    from tokentrim.models.vae_decode_fusion import subpixel_upsampling
+
+    decoder = torch.nn.Module()
+    decoder.up = torch.nn.Sequential(WanUpsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
+                                     torch.nn.Conv2d(4, 4, 5, padding=2))
+    with pytest.raises(ValueError, match="subpixel upsampling needs nearest x2 \\+ a 3x3 convolution"):
+        subpixel_upsampling(decoder, True)
+
+
 def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected():
     from tokentrim.backbones import check_backbone_config, resolve_vae_speed
 
     off = {"channels_last_3d": False, "cudnn_benchmark": False, "fused_norm": False, "implicit_padding": False,
-           "native_upsample": False}
+           "native_upsample": False, "subpixel_upsample": False, "cudnn_benchmark_all": False}
     assert resolve_vae_speed({}, "cpu") == off
-    assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == {k: True for k in off}
-    assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == {k: k != "channels_last_3d" for k in off}
+    on = {k: k != "cudnn_benchmark_all" for k in off}  # timing every algorithm: auto = off (first-decode cost)
+    assert resolve_vae_speed({"vae_cudnn_benchmark": "auto"}, "cuda:1") == on
+    assert resolve_vae_speed({"vae_channels_last": False}, "cuda") == on | {"channels_last_3d": False}
+    assert resolve_vae_speed({"vae_cudnn_benchmark_all": True}, "cuda")["cudnn_benchmark_all"]
     assert resolve_vae_speed({"vae_fused_norm": True}, "cpu") == off | {"fused_norm": True}
     base = {"kind": "wan", "pipeline": "self_forcing", "model": {}, "video": {}}
     with pytest.raises(ValueError, match=r"^backbone.speed.vae_channels_last must be auto, true or false, got 'on'$"):

@@ -81,17 +81,23 @@ def run(
     sink_frames: int = 0,
     seed: int = 0,
     check_window: bool = False,
+    renoise_seed: int | None = None,
+    **sampler,
 ):
-    """One video; returns (latents, events, recorder, number of noise draws)."""
+    """One video; returns (latents, events, recorder, number of noise draws). `renoise_seed`: draw the steps'
+    re-noising from its own generator (default: the initial noise's)."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, 3 * num_blocks, 16, HEIGHT, WIDTH, generator=generator)
+    if renoise_seed is not None:
+        generator = torch.Generator().manual_seed(renoise_seed)
     draws = [0]
 
     def noise_source(shape: tuple[int, ...]) -> torch.Tensor:
         draws[0] += 1
         return torch.randn(shape, generator=generator)
 
-    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(max_frames=max_frames, sink_frames=sink_frames), trim=trim)
+    config = SelfForcingConfig(max_frames=max_frames, sink_frames=sink_frames, **sampler)
+    pipe = SelfForcingPipeline(MODEL, config, trim=trim)
     events: list[dict] = []
     recorder = Recorder(MODEL, max_frames if check_window else None)
     try:
@@ -220,6 +226,28 @@ def test_first_step_drift_source_without_regeneration_equals_no_trim():
     assert events[1]["triggered"] and events[1]["retries"] == 0
     assert recorder.calls == base_calls()
     assert torch.equal(latents, reference)
+
+
+def test_renoise_eta_zero_is_deterministic_euler_and_eta_mixes_variance_preserving():
+    """renoise_eta = 0 re-noises with the model's own noise estimate (the flow ODE's Euler steps): the rollout
+    ignores the fresh draws, and the first-step drift source resumes it exactly. eta = 1 (Self Forcing) uses them."""
+    euler, _, _, _ = run(None, renoise_eta=0.0)
+    assert torch.equal(run(None, renoise_eta=0.0, renoise_seed=7)[0], euler)
+    assert not torch.equal(run(None, renoise_seed=7)[0], run(None)[0])
+    assert not torch.equal(run(None, renoise_eta=0.5, renoise_seed=7)[0], run(None, renoise_eta=0.5)[0])
+    cfg = TokenTrimConfig(p=P, drift_source="first_step", max_retries=0)
+    latents, events, _, _ = run(ForcedTrim(cfg, trigger_at={2}), renoise_eta=0.0)
+    assert events[1]["triggered"] and torch.equal(latents, euler)
+
+    pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(renoise_eta=0.6))
+    generator = torch.Generator().manual_seed(2)
+    x0, eps, fresh = (torch.randn(1, 3, 16, HEIGHT, WIDTH, generator=generator, dtype=torch.float64) for _ in range(3))
+    x_t = 0.3 * x0 + 0.7 * eps  # sigma = 0.7
+    torch.testing.assert_close(pipe._next_noise(fresh, x_t, x0, 0.7), 0.6 * fresh + 0.8 * eps)
+    pipe.config.renoise_eta = 0.0
+    torch.testing.assert_close(pipe._next_noise(fresh, x_t, x0, 0.7), eps)
+    with pytest.raises(ValueError, match=r"sampler.renoise_eta must be in \[0, 1\]"):
+        SelfForcingConfig(renoise_eta=1.5)
 
 
 def test_long_rollout_past_max_frames_with_sink_keeps_the_window():

@@ -65,6 +65,25 @@ def test_1_3b_config_has_the_official_parameter_names_shapes_and_count():
 
 
 @torch.no_grad()
+def test_apply_rope_is_the_complex_rotation_of_channel_pairs_in_both_layouts():
+    """Channel pairs (x[2i], x[2i+1]) rotate as complex numbers by the angle's (cos, sin): head-major [B, n, L, d]
+    with [L, d/2] tables, token-major [B, L, n, d] with [L, 1, d/2]; bf16 in, bf16 out."""
+    from tokentrim.models.wan_causal import apply_rope
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 10, 8, generator=generator)  # [B, n, L, d]
+    angles = torch.randn(10, 4, generator=generator, dtype=torch.float64)  # [L, d/2]
+    cos, sin = angles.cos().float(), angles.sin().float()
+    expected = torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
+                                  * torch.polar(torch.ones_like(cos), angles.float())).flatten(-2)
+    torch.testing.assert_close(apply_rope(x, cos, sin), expected, rtol=1e-6, atol=1e-6)
+    token_major = apply_rope(x.transpose(1, 2), cos.unsqueeze(1), sin.unsqueeze(1))  # [B, L, n, d]
+    torch.testing.assert_close(token_major.transpose(1, 2), expected, rtol=1e-6, atol=1e-6)
+    rotated = apply_rope(x.bfloat16(), cos, sin)
+    assert rotated.dtype == torch.bfloat16
+    torch.testing.assert_close(rotated.float(), apply_rope(x.bfloat16().float(), cos, sin), rtol=0, atol=0.02)
+
+
 def test_rope_positions_past_1024_frames_work():
     """Upstream's RoPE table stops at frame 1024; ours computes angles on the fly. A block at frame 2000 after a
     cached block at 1997 must see exactly what a block at 3 after a cached block at 0 sees (RoPE is relative), and

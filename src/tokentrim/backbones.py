@@ -72,10 +72,16 @@ def check_backbone_config(cfg: Mapping[str, Any]) -> None:
 # `backbone.speed` decode lever -> its `WanVAE.set_decode_speed` argument
 VAE_SPEED_KEYS = {"vae_channels_last": "channels_last_3d", "vae_cudnn_benchmark": "cudnn_benchmark",
                   "vae_fused_norm": "fused_norm", "vae_implicit_padding": "implicit_padding",
-                  "vae_native_upsample": "native_upsample"}
+                  "vae_native_upsample": "native_upsample", "vae_subpixel_upsample": "subpixel_upsample",
+                  "vae_cudnn_benchmark_all": "cudnn_benchmark_all"}
 # `backbone.speed` DiT switch -> its `WanSpeedConfig` field
-DIT_SPEED_KEYS = {"compile_blocks": "compile_blocks", "token_major": "token_major", "gelu_epilogue": "gelu_epilogue"}
+DIT_SPEED_KEYS = {"compile_blocks": "compile_blocks", "token_major": "token_major", "gelu_epilogue": "gelu_epilogue",
+                  "cuda_graphs": "cuda_graphs"}
 SWITCH_SPEED_KEYS = (*DIT_SPEED_KEYS, *VAE_SPEED_KEYS)  # auto | true | false
+# levers whose `auto` is off: measured, but not worth their cost by default (bench/results/perf_summary_NVIDIA_H200_
+# 202611.md). cuda_graphs: 0.7 % faster on an H200 for 0.35 GiB more memory than the official code's peak.
+# vae_cudnn_benchmark_all: 5 % faster decodes for 20-45 s more on a process's first decode (pays off past ~500 videos).
+AUTO_OFF_SPEED_KEYS = ("cuda_graphs", "vae_cudnn_benchmark_all")
 SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
 
 
@@ -95,15 +101,18 @@ def check_speed_config(speed: Mapping[str, Any]) -> None:
 
 
 def _switch_on(speed: Mapping[str, Any], key: str, device: str) -> bool:
-    """One auto | true | false lever of `backbone.speed` (checked by `check_speed_config`); auto = on where CUDA."""
+    """One auto | true | false lever of `backbone.speed` (checked by `check_speed_config`); auto = on where CUDA
+    (off for `AUTO_OFF_SPEED_KEYS`)."""
     value = speed.get(key, "auto")
-    return torch.device(device).type == "cuda" if value == "auto" else bool(value)
+    if value == "auto":
+        return key not in AUTO_OFF_SPEED_KEYS and torch.device(device).type == "cuda"
+    return bool(value)
 
 
 def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
     """`backbone.speed` -> `WanSpeedConfig`; `auto` = the fastest measured setting where the device is CUDA
     (compiled block regions, cuDNN then flash attention, token-major q/k/v and cache, the FFN's GELU in its GEMM's
-    epilogue: bench/results/side_by_side_*), eager SDPA elsewhere."""
+    epilogue: bench/results/side_by_side_*; CUDA graphs stay off), eager SDPA elsewhere."""
     check_speed_config(speed)
     cuda = torch.device(device).type == "cuda"
     backends = speed.get("attention_backends", "auto")

@@ -40,6 +40,7 @@ from tokentrim.models.vae_decode_fusion import (
     fuse_decoder_norms,
     implicit_padding_convs,
     native_upsampling,
+    subpixel_upsampling,
     unfuse_decoder_norms,
 )
 from tokentrim.models.vae_full_sequence import encode_full_sequence
@@ -210,6 +211,7 @@ class WanVAE(nn.Module):
         self.spatial_factor = 2 ** (len(self.config["dim_mult"]) - 1)
         self.num_decoder_convs = self.autoencoder._cached_conv_counts["decoder"]
         self.decode_cudnn_benchmark = False  # see set_decode_speed
+        self.decode_cudnn_benchmark_all = False  # see set_decode_speed
         self.decode_frames_per_call = 1  # see set_decode_speed
 
     # ------------------------------------------------------------------ construction from files
@@ -338,7 +340,9 @@ class WanVAE(nn.Module):
             yield decoder.decode_chunk(chunk)
 
     def set_decode_speed(self, *, channels_last_3d: bool, cudnn_benchmark: bool, fused_norm: bool = False,
-                         implicit_padding: bool = False, native_upsample: bool = False, frames_per_call: int = 1) -> None:
+                         implicit_padding: bool = False, native_upsample: bool = False,
+                         subpixel_upsample: bool = False, cudnn_benchmark_all: bool = False,
+                         frames_per_call: int = 1) -> None:
         """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
         1.851 s -> 1.513 s with the first two, 1.17-1.28 s with all five; bench/results/side_by_side_*H100*).
 
@@ -354,11 +358,18 @@ class WanVAE(nn.Module):
                 padded activation (`vae_decode_fusion`); False restores diffusers' forward.
             native_upsample: nearest upsampling in the activation's dtype instead of a float32 round trip (the same
                 bits; `vae_decode_fusion`); False restores diffusers' forward.
+            subpixel_upsample: each nearest x2 + 3x3 convolution runs as four 2x2 phase kernels on the
+                low-resolution input (2.25x fewer FLOPs there, no upsampled copy; same math up to the rounding of the
+                summed taps; `vae_decode_fusion`); False restores diffusers' forward.
             frames_per_call: latent frames per decoder call after a video's first latent frame (which is always
                 decoded alone: its temporal upsampling differs). diffusers and the official code use 1; k > 1 runs
                 the same causal convolutions over k frames at once (fewer, larger kernels; activations k times
                 larger).
+            cudnn_benchmark_all: with `cudnn_benchmark`, time every candidate algorithm of each convolution shape
+                (`torch.backends.cudnn.benchmark_limit = 0`, inside the decode only) instead of torch's first 10. On
+                an H200: 1.125 -> 1.065 s per decode, for 20-45 s more on the process's first decode.
         """
+        self.decode_cudnn_benchmark_all = bool(cudnn_benchmark_all)
         if not isinstance(frames_per_call, int) or frames_per_call < 1:
             raise ValueError(f"frames_per_call must be a positive integer, got {frames_per_call!r}")
         self.decode_frames_per_call = frames_per_call
@@ -374,6 +385,7 @@ class WanVAE(nn.Module):
             unfuse_decoder_norms(self.autoencoder.decoder)
         implicit_padding_convs(self.autoencoder.decoder, bool(implicit_padding))
         native_upsampling(self.autoencoder.decoder, bool(native_upsample))
+        subpixel_upsampling(self.autoencoder.decoder, bool(subpixel_upsample))
 
     def stream_decoder(self) -> WanVAEStreamDecoder:
         """A fresh streaming decoder (one per video) for pipelines that push chunks as they are generated."""
@@ -417,7 +429,7 @@ class WanVAEStreamDecoder:
         autoencoder = self.vae.autoencoder
         z = self.vae.denormalize(latents).to(self.vae.dtype).transpose(1, 2)  # [B, F, C, h, w] -> [B, C, F, h, w]
         frames = []
-        with _cudnn_benchmark(self.vae.decode_cudnn_benchmark):
+        with _cudnn_benchmark(self.vae.decode_cudnn_benchmark, 0 if self.vae.decode_cudnn_benchmark_all else None):
             x = autoencoder.post_quant_conv(z)  # 1x1x1 conv: no temporal state
             i = 0
             while i < num_frames:
@@ -439,15 +451,18 @@ class WanVAEStreamDecoder:
 
 # ---------------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool):
-    """`torch.backends.cudnn.benchmark = True` inside the block if `enabled` (else untouched); restored after."""
-    previous = torch.backends.cudnn.benchmark
+def _cudnn_benchmark(enabled: bool, limit: int | None = None):
+    """`torch.backends.cudnn.benchmark = True` (and `benchmark_limit = limit` unless None) inside the block if
+    `enabled` (else untouched); restored after."""
+    previous = torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit
     if enabled:
         torch.backends.cudnn.benchmark = True
+        if limit is not None:
+            torch.backends.cudnn.benchmark_limit = limit
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = previous
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.benchmark_limit = previous
 
 
 def _vae_kwargs_from_config(config: Mapping[str, object], *, source: str) -> dict[str, object]:

@@ -1,6 +1,7 @@
-"""Memory-traffic levers of the Wan VAE decoder: one fused RMS-norm + SiLU kernel (`backbone.speed.vae_fused_norm`),
-convolutions that leave their spatial zero padding to cuDNN (`vae_implicit_padding`) and nearest upsampling in the
-activation's dtype (`vae_native_upsample`).
+"""Memory-traffic and FLOP levers of the Wan VAE decoder: one fused RMS-norm + SiLU kernel
+(`backbone.speed.vae_fused_norm`), convolutions that leave their spatial zero padding to cuDNN
+(`vae_implicit_padding`), nearest upsampling in the activation's dtype (`vae_native_upsample`) and the upsampling
+convolutions run on the low-resolution input (`vae_subpixel_upsample`).
 
 Every residual block of diffusers' `WanDecoder3d` (and its head) applies `WanRMS_norm` and then SiLU to the whole
 activation. Eagerly that is a chain of separate kernels, each reading and writing the full tensor:
@@ -26,7 +27,14 @@ diffusers' `WanUpsample` casts to float32, upsamples (nearest-exact: every outpu
 back: at the top level a 4x larger float32 tensor is written and read again. `native_upsampling` upsamples in
 the input's dtype, which gives the same bits, since copying a value does not round it.
 
-Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory format).
+Every spatial upsampler of the decoder is nearest x2 followed by a 3x3 convolution (padding 1). Each output pixel
+(2i + a, 2j + b) then sees only the 2x2 input pixels rows {i - 1 + a, i + a} x columns {j - 1 + b, j + b}, with the
+3x3 taps that land on the same input pixel summed: a = 0 takes rows (w0, w1 + w2), a = 1 rows (w0 + w1, w2), and
+likewise for columns. `subpixel_upsampling` runs those four 2x2 "phase" kernels as one convolution with 4x the output
+channels over the low-resolution input (16 taps per output pixel instead of 36, and no 4x larger upsampled copy),
+then interleaves the phases. Exact in exact arithmetic; the summed taps are rounded once to the weights' dtype.
+
+Letters: B batch, C channels, T frames, H, W size (`[B, C, T, H, W]`, any memory format), O output channels.
 """
 
 from __future__ import annotations
@@ -173,3 +181,63 @@ def native_upsampling(decoder: nn.Module, enabled: bool) -> int:
         elif "forward" in upsample.__dict__:
             del upsample.forward
     return len(upsamplers)
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """The four 2x2 kernels of nearest x2 + a 3x3 convolution. weight `[O, C, 3, 3]` -> `[4 O, C, 2, 2]`, ordered
+    (row phase a, column phase b, O); taps summed in float32 (or wider), returned in weight's dtype."""
+    w = weight.to(torch.promote_types(weight.dtype, torch.float32))
+
+    def fold(k: torch.Tensor, dim: int, phase: int) -> torch.Tensor:  # 3 taps along dim -> 2
+        t0, t1, t2 = k.unbind(dim)
+        pair = (t0, t1 + t2) if phase == 0 else (t0 + t1, t2)
+        return torch.stack(pair, dim)
+
+    kernels = [fold(fold(w, 2, a), 3, b) for a in (0, 1) for b in (0, 1)]  # 4 x [O, C, 2, 2]
+    return torch.cat(kernels, dim=0).to(weight.dtype)
+
+
+def _subpixel_forward(resample: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """nearest x2 + conv 3x3 (`resample` = [WanUpsample, Conv2d]) from the low-resolution x `[N, C, H, W]`."""
+    conv = resample[1]
+    key = (conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype)
+    if getattr(resample, "_phase_key", None) != key:  # (re)build after a load or a dtype / device move
+        resample._phase_weight = phase_kernels(conv.weight)
+        resample._phase_bias = None if conv.bias is None else conv.bias.repeat(4)
+        resample._phase_key = key
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
+        else torch.contiguous_format
+    weight = resample._phase_weight.contiguous(memory_format=layout)
+    n, _, h, w = x.shape
+    out_ch = conv.out_channels
+    # padded by one on every side, a 2x2 kernel gives [H + 1, W + 1]; phase (a, b) is its window [a:a+H, b:b+W]
+    phases = F.conv2d(x, weight, resample._phase_bias, padding=1)  # [N, 4 O, H + 1, W + 1]
+    phases = phases.unflatten(1, (2, 2, out_ch))  # [N, 2, 2, O, H + 1, W + 1]
+    out = torch.empty((n, out_ch, 2 * h, 2 * w), dtype=phases.dtype, device=phases.device, memory_format=layout)
+    grid = out.unflatten(3, (w, 2)).unflatten(2, (h, 2))  # [N, O, H, 2, W, 2] view of out
+    for a in (0, 1):
+        for b in (0, 1):
+            grid[:, :, :, a, :, b] = phases[:, a, b, :, a : a + h, b : b + w]
+    return out
+
+
+def subpixel_upsampling(decoder: nn.Module, enabled: bool) -> int:
+    """Switch every nearest x2 + 3x3 convolution of a diffusers `WanDecoder3d` to (or back from) its four phase
+    kernels on the low-resolution input. Returns the number of upsamplers switched."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample
+
+    stacks = [m for m in decoder.modules() if isinstance(m, nn.Sequential) and len(m) == 2
+              and isinstance(m[0], WanUpsample) and isinstance(m[1], nn.Conv2d)]
+    for stack in stacks:
+        upsample, conv = stack
+        shape_ok = conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1) \
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+        if not (shape_ok and upsample.mode.startswith("nearest") and tuple(upsample.scale_factor) == (2.0, 2.0)):
+            raise ValueError(f"subpixel upsampling needs nearest x2 + a 3x3 convolution (padding 1), got "
+                             f"{upsample.mode} x{upsample.scale_factor} + {conv}")
+        if enabled:
+            stack.forward = functools.partial(_subpixel_forward, stack)
+        elif "forward" in stack.__dict__:
+            del stack.forward
+            stack.__dict__.pop("_phase_key", None)
+    return len(stacks)

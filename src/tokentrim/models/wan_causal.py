@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tokentrim.cache import KVCache
+from tokentrim.models.cuda_graphs import GraphedCalls
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ class WanSpeedConfig:
             bias + GELU epilogue (`linear_gelu_tanh`) instead of a GEMM and a separate elementwise pass over the
             [L, ffn_dim] activation. CUDA only (elsewhere the same op runs as Linear then GELU); inference only
             (under autograd the FFN runs as Linear, GELU, Linear).
+        cuda_graphs (`bool`, default False): replay CUDA graphs of repeated cached calls (`cuda_graphs.GraphedCalls`:
+            a Self Forcing block's denoising steps, and every video's same sequence of blocks) instead of launching
+            their kernels one by one from Python. CUDA and `KVCache` calls without autograd only; the rest runs
+            eagerly.
     """
 
     attention_backends: tuple[str, ...] = ()
@@ -94,6 +99,7 @@ class WanSpeedConfig:
     compile_tuning: bool = False
     token_major: bool = False
     gelu_epilogue: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_backends", tuple(str(b) for b in self.attention_backends))
@@ -156,10 +162,14 @@ def rope_angles(head_dim: int, frames: torch.Tensor, height: int, width: int) ->
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs (x[2i], x[2i+1]) as complex numbers. x: [B, n, L, d] with cos/sin [L, d/2], or
     x: [B, L, n, d] with cos/sin [L, 1, d/2] (token-major)."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # [B, n, L, d] -> [B, n, L, d/2, 2]
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)  # [B, n, L, d/2, 2]
-    return rotated.flatten(-2).type_as(x)  # -> [B, n, L, d]
+    # (real, imag) -> (real cos - imag sin, imag cos + real sin), written over whole channel rows so a fused kernel
+    # stores contiguously: x * (c0, c0, c1, c1, ...) + swap(x) * (-s0, s0, -s1, s1, ...), swap(x) = (x1, x0, x3, ...).
+    # The same products and sums as the complex form, bit for bit.
+    xf = x.float()  # [B, n, L, d]
+    swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # [B, n, L, d]
+    cos2 = cos.repeat_interleave(2, dim=-1)  # [L, d]
+    sin2 = torch.stack([-sin, sin], dim=-1).flatten(-2)  # [L, d]
+    return (xf * cos2 + swapped * sin2).type_as(x)
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -423,6 +433,7 @@ class CausalWanModel(nn.Module):
         )
         self.head = CausalHead(cfg.dim, cfg.out_dim, cfg.patch_size, cfg.eps)
         self.speed = WanSpeedConfig()
+        self._graphs: GraphedCalls | None = None
         if speed is not None:
             self.set_speed(speed)
 
@@ -436,6 +447,10 @@ class CausalWanModel(nn.Module):
         for block in self.blocks:
             block.set_speed(speed)
         self.speed = speed
+        # one set of graphs per lever setting (graphs replay the kernels of the levers they were captured under), kept
+        # across switches so that a benchmark alternating settings replays them
+        graph_sets = self.__dict__.setdefault("_graph_sets", {})
+        self._graphs = graph_sets.setdefault(speed, GraphedCalls()) if speed.cuda_graphs else None
         logger.debug("CausalWanModel speed levers: %s", speed)
 
     @property
@@ -507,6 +522,16 @@ class CausalWanModel(nn.Module):
         Returns:
             flow prediction `[B, F, C, H, W]` (Wan convention v = noise - x0), or None with `kv_only`.
         """
+        if (self._graphs is not None and isinstance(cache, KVCache) and attn_mask is None and latents.is_cuda
+                and not torch.is_grad_enabled()):
+            first, last = self.patch_embedding.weight, self.head.head.weight  # moved weights: new graphs
+            return self._graphs(self._forward, latents, timesteps, context_kv, start_frame=start_frame, cache=cache,
+                                kv_only=kv_only, weights=(first.data_ptr(), last.data_ptr(), first.dtype))
+        return self._forward(latents, timesteps, context_kv, start_frame=start_frame, cache=cache,
+                             attn_mask=attn_mask, kv_only=kv_only)
+
+    def _forward(self, latents, timesteps, context_kv, *, start_frame=0, cache=None, attn_mask=None, kv_only=False):
+        """`forward` without the CUDA-graph dispatch."""
         batch_size, num_frames, channels, height, width = latents.shape
         if attn_mask is not None and cache is not None:
             raise ValueError("attn_mask is for cache-free (training) calls; the cache already defines what is attended")

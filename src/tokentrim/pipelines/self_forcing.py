@@ -2,7 +2,9 @@
 
 Per block of F latent frames (3 by default), starting at absolute latent frame s:
   1. few-step denoising against the cached clean context: for each warped timestep t_i, x0 = x_t - sigma_i v(x_t);
-     between steps x_{t_{i+1}} = (1 - sigma_{i+1}) x0 + sigma_{i+1} eps, fresh eps each step; output = last x0;
+     between steps x_{t_{i+1}} = (1 - sigma_{i+1}) x0 + sigma_{i+1} eps, fresh eps each step (renoise_eta = 1,
+     Self Forcing's sampler), or the model's own noise estimate eps_hat = x_t + (1 - sigma_i) v (renoise_eta = 0:
+     the Euler step of the flow ODE), or a variance-preserving mix of the two; output = last x0;
   2. TokenTrim decides on the block's x0 (or on the first step's x0): accept, or prune S_t from the cache and
      regenerate the block (same noise by default), at most R times;
   3. commit: one more forward of the clean x0 at the context noise level (t = 0) writes the block's K/V.
@@ -18,6 +20,7 @@ N tokens per frame, c = 4C channels per token.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +49,9 @@ class SelfForcingConfig:
         context_noise: timestep of the cache-writing pass.
         max_frames: latent frames attended at most, the block included (21 = the released 81-frame window).
         sink_frames: first latent frames never evicted (0 = plain sliding window).
+        renoise_eta: the noise that re-noises x0 between steps: eta * fresh + sqrt(1 - eta^2) * eps_hat, with
+            eps_hat = x_t + (1 - sigma) v the model's estimate of x_t's noise. 1 = fresh noise (Self Forcing's
+            few-step sampler, what its distilled checkpoints expect); 0 = deterministic Euler steps of the flow ODE.
         guidance_scale: classifier-free guidance, v = v_uncond + scale (v_cond - v_uncond); 1 = off (the released
             Self Forcing / Rolling Forcing models are distilled without it). Otherwise `context_kv` holds the
             prompts' rows followed by as many unconditional rows, and each model call runs both as one batch, with
@@ -59,6 +65,7 @@ class SelfForcingConfig:
     context_noise: float = 0.0
     max_frames: int = 21
     sink_frames: int = 0
+    renoise_eta: float = 1.0
     guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -73,6 +80,8 @@ class SelfForcingConfig:
             raise ValueError(
                 f"sampler.sink_frames must be in [0, max_frames - block_frames] = [0, {self.max_frames - self.block_frames}], got {self.sink_frames}"
             )
+        if not 0 <= self.renoise_eta <= 1:
+            raise ValueError(f"sampler.renoise_eta must be in [0, 1] (1 = fresh noise each step), got {self.renoise_eta}")
         if not self.guidance_scale >= 0:
             raise ValueError(f"sampler.guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
 
@@ -164,11 +173,11 @@ class SelfForcingPipeline:
         shape = tuple(block_noise.shape)
         renoise = [noise_source(shape) for _ in self.timesteps[1:]]
         first_step_only = cfg_trim is not None and cfg_trim.drift_source == "first_step"
-        x0, x0_first = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, first_step_only)
+        x0, first_step = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, first_step_only)
         if self.trim is None:
             return x0
 
-        decision = self.trim.decide(self._tokens(x0_first if first_step_only else x0))
+        decision = self.trim.decide(self._tokens(first_step[0] if first_step_only else x0))
         first = decision
         retries, num_pruned, pruned = 0, 0, []
         while decision.should_prune and retries < cfg_trim.max_retries:
@@ -181,31 +190,31 @@ class SelfForcingPipeline:
                 renoise = [noise_source(shape) for _ in self.timesteps[1:]]
             # with first-step tests, a regeneration that may be re-tested and retried stops after step 1 too
             may_retry = first_step_only and cfg_trim.retest and retries < cfg_trim.max_retries
-            x0, x0_first = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, may_retry)
-            decision = self.trim.retest(self._tokens(x0_first if first_step_only else x0))
+            x0, first_step = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, may_retry)
+            decision = self.trim.retest(self._tokens(first_step[0] if first_step_only else x0))
             if not cfg_trim.retest:
                 break
         if first_step_only and x0 is None:  # accepted on the first step: finish the remaining steps (no redo of step 1)
-            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False, resume_x0=x0_first)
+            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False, resume=first_step)
         self.trim.accept(decision)
         if on_event is not None:
             on_event(self._event(first, decision, retries, num_pruned, pruned, start, block_noise.shape[-2:]))
         return x0
 
-    def _denoise(self, x, renoise, context_kv, cache, start, is_first_block, first_step_only, resume_x0=None):
-        """Few-step x0 sampling of one block. Returns (final x0 or None if stopped after step 1, first-step x0).
+    def _denoise(self, x, renoise, context_kv, cache, start, is_first_block, first_step_only, resume=None):
+        """Few-step x0 sampling of one block. Returns (final x0 or None if stopped after step 1, first step), the
+        first step being (its x0, the x_t it denoised) [B, F, C, H, W] each.
 
-        `resume_x0`: the first step's x0 of a call stopped after step 1; sampling resumes at step 2 from it.
+        `resume`: the first step of a call stopped after step 1; sampling resumes at step 2 from it.
         """
         batch_size, num_frames = x.shape[:2]
         cache.begin_block(start, num_frames * cache.tokens_per_frame)
-        x0 = x0_first = resume_x0
-        first_step = 0
-        if resume_x0 is not None:
-            first_step = 1
+        x0, first_step, first_index = None, resume, 0
+        if resume is not None:
+            first_index = 1
             if len(self.timesteps) > 1:
-                x = add_noise(resume_x0, renoise[0], self.sigmas[1])
-        for i in range(first_step, len(self.timesteps)):
+                x = add_noise(resume[0], self._next_noise(renoise[0], resume[1], resume[0], self.sigmas[0]), self.sigmas[1])
+        for i in range(first_index, len(self.timesteps)):
             t, sigma = self.timesteps[i], self.sigmas[i]
             t_frames = torch.full((batch_size, num_frames), t, device=x.device, dtype=torch.float32)  # [B, F]
             flow = self._flow(x, t_frames, context_kv, start, cache)
@@ -213,12 +222,22 @@ class SelfForcingPipeline:
                 x, flow = self._flowmo_step(x, flow, t_frames, sigma, context_kv, cache, start)
             x0 = flow_to_x0(flow, x, sigma)
             if i == 0:
-                x0_first = x0
+                first_step = (x0, x)
                 if first_step_only:
-                    return None, x0_first
+                    return None, first_step
             if i < len(self.timesteps) - 1:
-                x = add_noise(x0, renoise[i], self.sigmas[i + 1])
-        return x0, x0_first
+                x = add_noise(x0, self._next_noise(renoise[i], x, x0, sigma), self.sigmas[i + 1])
+        return x0, first_step
+
+    def _next_noise(self, fresh: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The noise that re-noises x0 for the next step: fresh (eta = 1), the model's estimate of x_t's noise
+        eps_hat = (x_t - (1 - sigma) x0) / sigma (eta = 0: an Euler step of the flow ODE), or eta * fresh +
+        sqrt(1 - eta^2) * eps_hat."""
+        eta = self.config.renoise_eta
+        if eta == 1.0:
+            return fresh
+        eps_hat = (x_t - (1 - sigma) * x0) / sigma  # sigma > 0 before the last step
+        return eps_hat if eta == 0.0 else eta * fresh + math.sqrt(1 - eta * eta) * eps_hat
 
     def _flowmo_step(self, x, flow, t_frames, sigma, context_kv, cache, start):
         """FlowMo on the first block: move x_t by one guided step; the cache is empty, so the guided forward
