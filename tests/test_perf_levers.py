@@ -189,6 +189,7 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
     assert {"ours", "ours_fast", "ours_fast_k2"} <= set(vae)
     fastest = min(["ours_fast", "ours_fast_k2"], key=lambda name: vae[name]["total_s"]["median"])
     assert record["stages"]["end_to_end"]["rows"]["ours_fastest"]["decode"] == fastest
+    assert record["stages"]["end_to_end"]["rows"]["ours_aot+tokmajor+gelu+ours_fast"]["decode"] == "ours_fast"
     assert record["stages"]["long"]["variants"][dit["fastest_ours"]]["dit_calls"] == 4 * 4 + 3  # 4 blocks, no last commit
     written = json.loads(next(tmp_path.glob("side_by_side_*.json")).read_text())
     assert written["notes"] == ["no --official-sf: our side only"]
