@@ -130,9 +130,9 @@ def test_calls_run_eagerly_once_then_are_captured_and_replayed_with_fresh_inputs
     cache.begin_block(3, 3 * 4)
     runner(forward, x, t, context, start_frame=3, cache=cache, kv_only=False)
     assert forward.captured == 1 and len(runner.graphs) == 1 and len(runner.seen) == 2
-    assert runner.held_bytes() == 1000 + sum(t.numel() * t.element_size()
-                                             for t in (*[u for kv in runner.context for u in kv],
-                                                       *[u for g in runner.graphs.values() for u in (g.latents, g.timesteps)]))
+    static = [u for kv in runner.context for u in kv]
+    static += [u for g in runner.graphs.values() for u in (g.latents, g.timesteps)]
+    assert runner.held_bytes() == 1000 + sum(u.numel() * u.element_size() for u in static)  # pool (0, 7) + statics
 
 
 def test_a_failed_capture_warns_once_and_runs_eagerly_from_then_on(fake_cuda, monkeypatch, caplog):

@@ -9,8 +9,8 @@ records the call's kernels once and replays them with one launch.
 and dtypes, the block's start frame (RoPE), the cache's committed and staged lengths and its buffers' addresses (the
 kernels read and write them in place), and `kv_only`. The latents, timesteps and text context are copied into static
 buffers before a replay (the context only when the caller's tensors change, i.e. once per video). A key's first call
-runs eagerly (it also compiles the block regions); its second is captured and replayed, later ones replayed. Keys
-seen once per run (after a TokenTrim prune the cache length is new) so cost nothing beyond the eager call.
+runs eagerly (it also compiles the block regions); its second is captured and replayed, later ones replayed. A key
+seen once (after a TokenTrim prune the cache length is new) costs nothing beyond its eager call.
 
 All graphs share one memory pool: they run one at a time, and only their outputs stay allocated between replays.
 Memory in that pool is reserved while the graphs live; `held_bytes` reports it with the static inputs, so benchmarks
@@ -60,7 +60,7 @@ class GraphedCalls:
         self.replays = 0
 
     def clear(self) -> None:
-        """Drop every graph and static buffer (after a change of the model's execution levers or weights' place)."""
+        """Drop every graph and static buffer (when the text context changes shape)."""
         self.graphs.clear()
         self.seen.clear()
         self.pool = self.stream = self.context = self.context_source = None
@@ -98,7 +98,8 @@ class GraphedCalls:
         last time (weak references: a freed context's memory may come back at the same address with new values)."""
         tensors = [t for kv in context_kv for t in kv]
         same = self.context_source is not None and all(
-            ref() is t and version == t._version for t, (ref, version) in zip(tensors, self.context_source, strict=True))
+            ref() is t and version == t._version
+            for t, (ref, version) in zip(tensors, self.context_source, strict=True))
         if self.context is None:
             self.context = [(k.clone(), v.clone()) for k, v in context_kv]
         elif not same:
@@ -108,7 +109,8 @@ class GraphedCalls:
         self.context_source = [(weakref.ref(t), t._version) for t in tensors]
 
     def _capture(self, key, forward, latents, timesteps, context_kv, start_frame, cache, kv_only) -> _Graph | None:
-        if self.context is not None and [tuple(k.shape) for k, _ in self.context] != [tuple(k.shape) for k, _ in context_kv]:
+        shapes = [tuple(k.shape) for k, _ in context_kv]
+        if self.context is not None and [tuple(k.shape) for k, _ in self.context] != shapes:
             self.clear()  # another context shape: the graphs so far read static buffers that no longer fit
         self._load_context(context_kv)
         static_latents, static_timesteps = latents.clone(), timesteps.clone()

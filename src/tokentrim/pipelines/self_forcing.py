@@ -195,7 +195,8 @@ class SelfForcingPipeline:
             if not cfg_trim.retest:
                 break
         if first_step_only and x0 is None:  # accepted on the first step: finish the remaining steps (no redo of step 1)
-            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False, resume=first_step)
+            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False,
+                                  resume=first_step)
         self.trim.accept(decision)
         if on_event is not None:
             on_event(self._event(first, decision, retries, num_pruned, pruned, start, block_noise.shape[-2:]))
@@ -213,7 +214,8 @@ class SelfForcingPipeline:
         if resume is not None:
             first_index = 1
             if len(self.timesteps) > 1:
-                x = add_noise(resume[0], self._next_noise(renoise[0], resume[1], resume[0], self.sigmas[0]), self.sigmas[1])
+                noise = self._next_noise(renoise[0], resume[1], resume[0], self.sigmas[0])
+                x = add_noise(resume[0], noise, self.sigmas[1])
         for i in range(first_index, len(self.timesteps)):
             t, sigma = self.timesteps[i], self.sigmas[i]
             t_frames = torch.full((batch_size, num_frames), t, device=x.device, dtype=torch.float32)  # [B, F]
