@@ -16,17 +16,21 @@ every stage so a cut-off run still leaves them):
   long     (run last) 30 s rollout (120 latent, 21-frame window, 3 sink frames): official `local_attn_size=21, sink_size=3`
            (its own rolling KV cache) vs our fastest `dit` variant, `--long-repeats` rounds, interleaved;
   vae      decode of 21 latent frames -> 81 frames at 480x832, official vs ours vs ours with the harness's decode
-           levers (`ours_fast`: channels_last_3d, cudnn.benchmark, fused_norm, implicit_padding, native_upsample),
-           and `ours_fast_no_<lever>` without each of the last three (what each one gains); `ours_fast_k<k>`
-           decodes k latent frames per decoder call (`--vae-frames-per-call`);
-  end-to-end FPS = pixel frames / (median DiT s + median decode s), ours with its fastest DiT and decode rows;
+           levers (`ours_fast`: channels_last_3d, cudnn.benchmark, fused_norm, implicit_padding, native_upsample,
+           subpixel_upsample; + cudnn_benchmark_all with `--vae-cudnn-benchmark-all`), and `ours_fast_no_<lever>`
+           without each of the last four (what each one gains); `ours_fast_k<k>` decodes k latent frames per decoder
+           call (`--vae-frames-per-call`);
+  end-to-end FPS = pixel frames / (median DiT s + median decode s): every DiT variant with `ours_fast`, and ours with
+           its fastest DiT and decode rows;
   profile  (after dit) one more 81-frame video each of official and our fastest variant under torch.profiler: GPU
            kernel time by kind (attention, GEMM, inductor-fused, copies, eager elementwise/reduction) against the
-           video's wall time, and the top kernels; wall minus kernel time is where the GPU idles (launch-bound Python).
+           video's wall time, and the top kernels; wall minus kernel time is where the GPU idles (launch-bound Python);
+           the idle gaps between kernels on the device timeline, with the kernels around the longest;
 Order: forward, dit, profile, vae, end-to-end, long (the longest stage last, so a time limit cuts it first).
 Timing: torch.cuda.synchronize() around each video; first-block latency = start -> end of the first block's last
 denoising call (one extra sync per video, in every variant); peak memory = max_memory_allocated during the video
-minus what was allocated before it, plus the variant's own weights (both models stay resident).
+minus what was allocated before it, plus the variant's own weights (both models stay resident), plus what either
+side keeps between videos (the official's caches; our CUDA graphs' pool and static inputs, lever `graphs`).
 
     python bench/official_side_by_side.py --official-sf .official/sf --out $OUT --repeats 5
     python bench/official_side_by_side.py --official-sf /work/official/sf --tiny --device cpu --out /tmp/sbs
