@@ -250,6 +250,24 @@ def test_renoise_eta_zero_is_deterministic_euler_and_eta_mixes_variance_preservi
         SelfForcingConfig(renoise_eta=1.5)
 
 
+def test_denoising_steps_keep_fractional_timesteps_unwarped_and_must_be_integers_warped():
+    """An unwarped list is the timesteps themselves: 937.5 stays 937.5 (it was once truncated to 937); a warped list
+    indexes the 1000-entry schedule, so a fraction there is an error (Self Forcing and Rolling Forcing alike)."""
+    from tokentrim.pipelines.rolling_forcing import RollingForcingConfig
+
+    unwarped = SelfForcingConfig(denoising_steps=[1000, 937.5, 833.3333, 625.0], warp_denoising_step=False)
+    assert unwarped.denoising_steps == (1000, 937.5, 833.3333, 625)
+    assert SelfForcingPipeline(MODEL, unwarped).timesteps == [1000.0, 937.5, 833.3333, 625.0]
+    assert SelfForcingConfig(denoising_steps=[1000.0, 750.0]).denoising_steps == (1000, 750)
+    for config_cls in (SelfForcingConfig, RollingForcingConfig):
+        with pytest.raises(ValueError, match=r"must be integers when warp_denoising_step is on .* got \[1000, 937.5\]"):
+            config_cls(denoising_steps=[1000, 937.5])
+        with pytest.raises(ValueError, match=r"must be non-empty values in \(0, 1000\]"):
+            config_cls(denoising_steps=[1200, 500])
+    with pytest.raises(ValueError, match="must be a list of numbers"):
+        SelfForcingConfig(denoising_steps=["high", "low"])
+
+
 def test_long_rollout_past_max_frames_with_sink_keeps_the_window():
     """8 blocks (24 frames) through a 9-frame window with a 3-frame sink, pruning on: the cache never holds more
     than max_frames frames, the sink is never evicted, and only the newest frames are kept besides it."""

@@ -41,7 +41,7 @@ import torch
 
 from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
-from tokentrim.pipelines.sampling import add_noise, flow_to_x0, sigma_of, warped_timesteps
+from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
 from tokentrim.trim import Decision, TokenTrim
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class RollingForcingConfig:
         context_noise: timestep of the cache-refresh call.
     """
 
-    denoising_steps: tuple[int, ...] = (1000, 800, 600, 400, 200)
+    denoising_steps: tuple[float, ...] = (1000, 800, 600, 400, 200)
     warp_denoising_step: bool = True
     shift: float = 5.0
     block_frames: int = 3
@@ -75,7 +75,7 @@ class RollingForcingConfig:
     context_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        self.denoising_steps = tuple(int(s) for s in self.denoising_steps)
+        self.denoising_steps = denoising_step_list(self.denoising_steps, self.warp_denoising_step)
         check_rolling_config(self)
 
     @property
@@ -85,8 +85,7 @@ class RollingForcingConfig:
 
 def check_rolling_config(cfg: RollingForcingConfig) -> None:
     """One clear ValueError per bad key."""
-    if not cfg.denoising_steps or any(not 0 < s <= 1000 for s in cfg.denoising_steps):
-        raise ValueError(f"sampler.denoising_steps must be non-empty values in (0, 1000], got {list(cfg.denoising_steps)}")
+    denoising_step_list(cfg.denoising_steps, cfg.warp_denoising_step)
     if list(cfg.denoising_steps) != sorted(set(cfg.denoising_steps), reverse=True):
         raise ValueError(f"sampler.denoising_steps must be strictly decreasing, got {list(cfg.denoising_steps)}")
     if not isinstance(cfg.warp_denoising_step, bool):

@@ -19,6 +19,21 @@ def sigma_table(shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) ->
     return sigmas, sigmas * num_train_timesteps
 
 
+def denoising_step_list(steps, warp: bool) -> tuple[float, ...]:
+    """`sampler.denoising_steps` checked: non-empty values in (0, 1000]; integers when warped (each one indexes the
+    1000-entry schedule), otherwise the timesteps themselves, fractions kept (integral values come back as int)."""
+    try:
+        values = tuple(float(s) for s in steps)
+    except (TypeError, ValueError):
+        raise ValueError(f"sampler.denoising_steps must be a list of numbers, got {steps!r}") from None
+    if not values or any(not 0 < s <= NUM_TRAIN_TIMESTEPS for s in values):
+        raise ValueError(f"sampler.denoising_steps must be non-empty values in (0, 1000], got {list(steps)}")
+    if warp and any(s != int(s) for s in values):
+        raise ValueError(f"sampler.denoising_steps must be integers when warp_denoising_step is on (each one indexes "
+                         f"the 1000-entry schedule), got {list(steps)}")
+    return tuple(int(s) if s == int(s) else s for s in values)
+
+
 def warped_timesteps(step_list: list[int], shift: float, warp: bool = True) -> list[float]:
     """Denoising timesteps actually fed to the model."""
     if not warp:

@@ -28,7 +28,7 @@ import torch
 
 from tokentrim.cache import KVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
-from tokentrim.pipelines.sampling import add_noise, flow_to_x0, sigma_of, warped_timesteps
+from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
 from tokentrim.trim import Decision, TokenTrim
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class SelfForcingConfig:
             one cache holding both branches (TinyWorld's generator, trained with prompt dropout).
     """
 
-    denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)
+    denoising_steps: tuple[float, ...] = (1000, 750, 500, 250)
     warp_denoising_step: bool = True
     shift: float = 5.0
     block_frames: int = 3
@@ -69,9 +69,7 @@ class SelfForcingConfig:
     guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        self.denoising_steps = tuple(int(s) for s in self.denoising_steps)
-        if not self.denoising_steps or any(not 0 < s <= 1000 for s in self.denoising_steps):
-            raise ValueError(f"sampler.denoising_steps must be non-empty values in (0, 1000], got {list(self.denoising_steps)}")
+        self.denoising_steps = denoising_step_list(self.denoising_steps, self.warp_denoising_step)
         if self.block_frames < 1:
             raise ValueError(f"sampler.block_frames must be >= 1, got {self.block_frames}")
         if self.max_frames < self.block_frames:
