@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tokentrim.env_info import collect_env
-from tokentrim.report.atomic_io import write_text_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+
+from tokentrim.env_info import collect_env  # noqa: E402
+from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 
 HEADS, HEAD_DIM, TOKENS_PER_FRAME, BLOCK_FRAMES = 12, 128, 1560, 3  # Wan2.1-T2V-1.3B at 480x832
 BACKENDS = {"cudnn": [SDPBackend.CUDNN_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION], "auto": None}
@@ -46,16 +50,21 @@ def time_call(fn, device, inner: int) -> float:
     return (time.perf_counter() - start) / inner
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/attention_layout.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--inner", type=int, default=5, help="calls per timed sample")
-    parser.add_argument("--backend", choices=list(BACKENDS), default="cudnn")
-    parser.add_argument("--cache-frames", default="3,6,9,12,15,18,21", help="key lengths in latent frames")
-    parser.add_argument("--tokens-per-frame", type=int, default=TOKENS_PER_FRAME)
-    parser.add_argument("--device", default="cuda")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--inner", type=int, help="calls per timed sample")
+    parser.add_argument("--backend", choices=list(BACKENDS))
+    parser.add_argument("--cache-frames", help="key lengths in latent frames")
+    parser.add_argument("--tokens-per-frame", type=int, help=f"{TOKENS_PER_FRAME} at 480x832")
+    parser.add_argument("--device")
+    return with_config_defaults(parser, "attention_layout")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.inner < 1:
         raise ValueError(f"--repeats and --inner must be >= 1, got {args.repeats}, {args.inner}")
     device = torch.device(args.device)

@@ -19,14 +19,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from tokentrim.env_info import collect_env
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+
+from tokentrim.env_info import collect_env  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/main_job.yaml."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--out", type=Path)
+    return with_config_defaults(parser, "main_job")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     walls = []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as workdir:

@@ -54,11 +54,14 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from tokentrim.env_info import collect_env
-from tokentrim.report.atomic_io import write_text_atomic
-from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict
-from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
-from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+
+from tokentrim.env_info import collect_env  # noqa: E402
+from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict  # noqa: E402
+from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig  # noqa: E402
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
+from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 
 STEP_LIST = [1000, 750, 500, 250]  # official configs/self_forcing_dmd.yaml
 BLOCK_FRAMES = 3
@@ -828,28 +831,28 @@ def render_markdown(record: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/official_side_by_side.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official-sf", type=Path, default=None, help="local guandeh17/Self-Forcing checkout")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--long-repeats", type=int, default=2)
-    parser.add_argument("--what", default="forward,dit,long,vae",
-                        help="stages, comma-separated: forward,dit,long,vae,profile (profile needs dit)")
-    parser.add_argument("--ours-variants", default="eager,cudnn,compile,compile+cudnn",
-                        help="our speed variants, the first is the reference (see parse_variant)")
-    parser.add_argument("--vae-channels-last", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--vae-fused-norm", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--vae-implicit-padding", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--vae-native-upsample", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--vae-subpixel-upsample", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--vae-cudnn-benchmark-all", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--official-sf", type=Path, help="local guandeh17/Self-Forcing checkout")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--long-repeats", type=int)
+    parser.add_argument("--what", help="stages, comma-separated: forward,dit,long,vae,profile (profile needs dit)")
+    parser.add_argument("--ours-variants", help="our speed variants, the first is the reference (see parse_variant)")
+    for lever in ("channels-last", "fused-norm", "implicit-padding", "native-upsample", "subpixel-upsample"):
+        parser.add_argument(f"--vae-{lever}", action=argparse.BooleanOptionalAction)
+    parser.add_argument("--vae-cudnn-benchmark-all", action=argparse.BooleanOptionalAction,
                         help="ours_fast's decode times every cuDNN algorithm per conv shape (benchmark_limit = 0)")
-    parser.add_argument("--vae-frames-per-call", type=_positive_ints, default=[],
+    parser.add_argument("--vae-frames-per-call", type=_positive_ints,
                         help="comma-separated k: also time ours_fast decoding k latent frames per decoder call")
-    parser.add_argument("--tiny", action="store_true", help="tiny geometry (CPU plumbing check)")
-    parser.add_argument("--device", default="cuda")
-    args = parser.parse_args(argv)
+    parser.add_argument("--tiny", action=argparse.BooleanOptionalAction, help="tiny geometry (CPU plumbing check)")
+    parser.add_argument("--device")
+    return with_config_defaults(parser, "official_side_by_side")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     what = [w for w in args.what.split(",") if w]
     unknown = set(what) - {"forward", "dit", "long", "vae", "profile"}
     if unknown:

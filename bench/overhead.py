@@ -28,7 +28,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_side_by_side import parse_variant  # noqa: E402  (bench-only helpers)
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helpers)
+from official_side_by_side import parse_variant  # noqa: E402
 from throughput import ForcedTrim  # noqa: E402
 
 from tokentrim.backbones import build_backbone, make_pipeline  # noqa: E402
@@ -50,16 +51,21 @@ def variants() -> dict:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/overhead.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", default=",".join(variants()), help="comma-separated subset of the variants")
-    parser.add_argument("--num-prompts", type=int, default=1, help="first N prompts of the config's prompt set")
-    parser.add_argument("--speed", default=None,
-                        help="DiT speed levers, e.g. eager or compile+cudnn (see parse_variant); default: backbone.speed")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--variants", help=f"comma-separated subset of {', '.join(variants())}")
+    parser.add_argument("--num-prompts", type=int, help="first N prompts of the config's prompt set")
+    parser.add_argument("--speed", help="DiT speed levers, e.g. eager or compile+cudnn (see parse_variant); "
+                                        "default: backbone.speed")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the tokentrim config (after --)")
-    args = parser.parse_args()
+    return with_config_defaults(parser, "overhead")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with initialize_config_module("tokentrim.conf", version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
     device, dtype = cfg.device, DTYPES[cfg.dtype]

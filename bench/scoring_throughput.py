@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tokentrim import video_io
-from tokentrim.scoring import check_dimensions, read_scores, score_videos
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+
+from tokentrim import video_io  # noqa: E402
+from tokentrim.scoring import check_dimensions, read_scores, score_videos  # noqa: E402
 
 
 def _device_name(device: str) -> str:
@@ -86,18 +89,25 @@ def _time(fn, repeats: int) -> list[float]:
     return times
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/scoring_throughput.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-videos", type=int, default=16)
-    parser.add_argument("--num-frames", type=int, default=33)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--fps", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cache-dir", default=None, help="VBench weights root (VBENCH_CACHE_DIR)")
-    parser.add_argument("--dimensions", nargs="*", default=None)
-    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
-    args = parser.parse_args()
+    parser.add_argument("--num-videos", type=int)
+    parser.add_argument("--num-frames", type=int)
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--fps", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--cache-dir", help="VBench weights root (VBENCH_CACHE_DIR)")
+    parser.add_argument("--dimensions", nargs="*")
+    parser.add_argument("--out-dir", help="default: bench/results next to this script")
+    return with_config_defaults(parser, "scoring_throughput")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.out_dir is None:
+        args.out_dir = str(Path(__file__).resolve().parent / "results")
 
     status = check_dimensions(args.dimensions, cache_dir=args.cache_dir)
     dims = [name for name, item in status.items() if item.is_ready]

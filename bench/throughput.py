@@ -18,16 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from tokentrim.env_info import collect_env
-from tokentrim.models.wan_causal import CausalWanModel
-from tokentrim.init.flowmo import FlowMoConfig
-from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline
-from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+
+from tokentrim.env_info import collect_env  # noqa: E402
+from tokentrim.init.flowmo import FlowMoConfig  # noqa: E402
+from tokentrim.models.wan_causal import CausalWanModel  # noqa: E402
+from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline  # noqa: E402
+from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
 from tokentrim.trim import TokenTrim, TokenTrimConfig
 
 
@@ -100,17 +104,22 @@ def time_vae_decode(latent_frames: int, device: torch.device) -> dict:
     return out
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; their defaults are conf/bench/throughput.yaml."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, help="latent frames of the short video")
+    parser.add_argument("--long-frames", type=int, help="latent frames of the long rollout (120 = 30 s)")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--trim", action=argparse.BooleanOptionalAction, help="also time TokenTrim at forced rates")
+    parser.add_argument("--flowmo", action=argparse.BooleanOptionalAction, help="also time FlowMo on the first batch")
+    parser.add_argument("--vae", action=argparse.BooleanOptionalAction, help="also time the VAE decode of the long video")
+    parser.add_argument("--pipeline", choices=["self_forcing", "rolling_forcing"])
+    parser.add_argument("--out", type=Path)
+    return with_config_defaults(parser, "throughput")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--frames", type=int, default=21, help="latent frames of the short video")
-    parser.add_argument("--long-frames", type=int, default=120, help="latent frames of the long rollout (120 = 30 s)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trim", action="store_true", help="also time TokenTrim at forced trigger rates")
-    parser.add_argument("--flowmo", action="store_true", help="also time FlowMo on the first batch")
-    parser.add_argument("--vae", action="store_true", help="also time the VAE decode of the long video")
-    parser.add_argument("--pipeline", choices=["self_forcing", "rolling_forcing"], default="self_forcing")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     device = torch.device("cuda")
     torch.manual_seed(0)
     with torch.device("meta"):

@@ -522,3 +522,41 @@ def test_attention_layout_bench_times_both_layouts_of_the_same_values(tmp_path):
     assert "| 6 | 12 | 24 |" in next(tmp_path.glob("attention_layout_*.md")).read_text()
     with pytest.raises(ValueError, match="--repeats and --inner must be >= 1"):
         bench.main(["--device", "cpu", "--out", str(tmp_path), "--repeats", "0"])
+
+
+BENCH_SCRIPTS = ("official_side_by_side", "overhead", "throughput", "attention_layout", "main_job", "scoring_throughput")
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_every_bench_flag_defaults_to_its_conf_bench_yaml(script):
+    """conf/bench/<script>.yaml is the single source of a bench script's defaults: parsing no flags gives the yaml's
+    values (through the flags' types), and a flag overrides its key."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        module = importlib.import_module(script)
+        from bench_config import bench_config
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    parser = module.build_parser()
+    defaults = vars(parser.parse_args([]))
+    expected = bench_config(script)
+    assert {k: (str(v) if isinstance(v, Path) else v) for k, v in defaults.items() if k in expected} == expected
+    flag = next(a for a in parser._actions if a.dest == "repeats" or a.dest == "num_videos")
+    assert vars(parser.parse_args([flag.option_strings[0], "7"]))[flag.dest] == 7
+
+
+def test_a_bench_yaml_that_disagrees_with_the_flags_is_one_error(monkeypatch):
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_config
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    monkeypatch.setattr(bench_config, "bench_config", lambda name: {"repeats": 3, "typo": 1})
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--out")
+    with pytest.raises(ValueError, match=r"conf/bench/x.yaml and the script's flags disagree: yaml keys without a flag "
+                                         r"\['typo'\], flags without a yaml key \['out'\]"):
+        bench_config.with_config_defaults(parser, "x")
