@@ -32,7 +32,7 @@ from tokentrim.init.flowmo import FlowMoConfig  # noqa: E402
 from tokentrim.models.wan_causal import CausalWanModel  # noqa: E402
 from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline  # noqa: E402
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
-from tokentrim.trim import TokenTrim, TokenTrimConfig
+from tokentrim.trim import TokenTrim, TokenTrimConfig  # noqa: E402
 
 
 class ForcedTrim(TokenTrim):
