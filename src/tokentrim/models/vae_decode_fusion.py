@@ -200,14 +200,14 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
 def _subpixel_forward(resample: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """nearest x2 + conv 3x3 (`resample` = [WanUpsample, Conv2d]) from the low-resolution x `[N, C, H, W]`."""
     conv = resample[1]
-    key = (conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype)
-    if getattr(resample, "_phase_key", None) != key:  # (re)build after a load or a dtype / device move
-        resample._phase_weight = phase_kernels(conv.weight)
-        resample._phase_bias = None if conv.bias is None else conv.bias.repeat(4)
-        resample._phase_key = key
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
         else torch.contiguous_format
-    weight = resample._phase_weight.contiguous(memory_format=layout)
+    key = (conv.weight.data_ptr(), conv.weight._version, conv.weight.dtype, layout)
+    if getattr(resample, "_phase_key", None) != key:  # (re)build after a load, a dtype / device move or a new layout
+        resample._phase_weight = phase_kernels(conv.weight).contiguous(memory_format=layout)
+        resample._phase_bias = None if conv.bias is None else conv.bias.repeat(4)
+        resample._phase_key = key
+    weight = resample._phase_weight
     n, _, h, w = x.shape
     out_ch = conv.out_channels
     # padded by one on every side, a 2x2 kernel gives [H + 1, W + 1]; phase (a, b) is its window [a:a+H, b:b+W]

@@ -84,8 +84,7 @@ class RollingForcingConfig:
 
 
 def check_rolling_config(cfg: RollingForcingConfig) -> None:
-    """One clear ValueError per bad key."""
-    denoising_step_list(cfg.denoising_steps, cfg.warp_denoising_step)
+    """One clear ValueError per bad key (`denoising_steps` already checked by `denoising_step_list`)."""
     if list(cfg.denoising_steps) != sorted(set(cfg.denoising_steps), reverse=True):
         raise ValueError(f"sampler.denoising_steps must be strictly decreasing, got {list(cfg.denoising_steps)}")
     if not isinstance(cfg.warp_denoising_step, bool):
