@@ -98,13 +98,17 @@ TINY = Geometry(model=dict(text_len=8, dim=64, ffn_dim=128, text_dim=32, num_hea
 def parse_variant(spec: str) -> WanSpeedConfig:
     """'eager' | '+'-joined levers: cudnn (cuDNN then flash SDPA), flash, math, compile (inductor), aot (aot_eager),
     tokmajor (token-major q/k/v and KV cache), gelu (the FFN's GEMM with a GELU epilogue), tune (inductor's
-    coordinate-descent tuning of the compiled kernels), graphs (CUDA graphs of the repeated cached calls)."""
+    coordinate-descent tuning of the compiled kernels), graphs (CUDA graphs of the repeated cached calls), kvsplitK
+    (the self-attention's keys in K chunks of one call, e.g. kvsplit2; needs tokmajor)."""
     backends: list[str] = []
     compile_backend = None
     switches = {"tokmajor": "token_major", "gelu": "gelu_epilogue", "tune": "compile_tuning", "graphs": "cuda_graphs"}
-    on: dict[str, bool] = {}
+    on: dict[str, bool | int] = {}
     for lever in spec.split("+"):
         if lever == "eager":
+            continue
+        if lever.startswith("kvsplit") and lever[len("kvsplit"):].isdigit():
+            on["attention_kv_splits"] = int(lever[len("kvsplit"):])
             continue
         if lever in switches:
             on[switches[lever]] = True
@@ -119,7 +123,7 @@ def parse_variant(spec: str) -> WanSpeedConfig:
             compile_backend = "aot_eager"
         else:
             raise ValueError(f"--ours-variants: unknown lever {lever!r} in {spec!r} "
-                             f"(eager, cudnn, flash, math, efficient, compile, aot, {', '.join(switches)})")
+                             f"(eager, cudnn, flash, math, efficient, compile, aot, {', '.join(switches)}, kvsplitK)")
     return WanSpeedConfig(attention_backends=tuple(backends), compile_blocks=compile_backend is not None,
                           compile_backend=compile_backend or "inductor", **on)
 

@@ -235,6 +235,10 @@ def test_side_by_side_bench_rejects_unknown_lever():
     assert speed.compile_blocks and speed.token_major and speed.gelu_epilogue and speed.compile_tuning
     assert not bench.parse_variant("compile").token_major
     assert bench.parse_variant("compile+graphs").cuda_graphs and not bench.parse_variant("compile").cuda_graphs
+    assert bench.parse_variant("cudnn+tokmajor+kvsplit3").attention_kv_splits == 3
+    assert bench.parse_variant("cudnn+tokmajor").attention_kv_splits == 1
+    with pytest.raises(ValueError, match="--ours-variants: unknown lever 'kvsplitx'"):
+        bench.parse_variant("tokmajor+kvsplitx")
     with pytest.raises(SystemExit):  # argparse: one error line naming the bad list
         bench.main(["--tiny", "--device", "cpu", "--vae-frames-per-call", "2,0"])
 
@@ -524,7 +528,27 @@ def test_attention_layout_bench_times_both_layouts_of_the_same_values(tmp_path):
         bench.main(["--device", "cpu", "--out", str(tmp_path), "--repeats", "0"])
 
 
-BENCH_SCRIPTS = ("official_side_by_side", "overhead", "throughput", "attention_layout", "main_job", "scoring_throughput")
+def test_attention_kv_split_bench_times_the_model_split_path_against_one_call(tmp_path):
+    spec = importlib.util.spec_from_file_location("attention_kv_split", ROOT / "bench" / "attention_kv_split.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = bench.main(["--device", "cpu", "--out", str(tmp_path), "--tokens-per-frame", "4", "--repeats", "1",
+                         "--inner", "1", "--splits", "2,5", "--wave-query-lengths", "8,12"])
+    assert [w["q_len"] for w in record["waves"]] == [8, 12] and all(w["ms"] > 0 for w in record["waves"])
+    rows = record["rows"]
+    assert [r["k_len"] for r in rows if r["variant"] == "one call"] == [12, 24, 36, 48, 60, 72, 84]
+    assert {r["variant"] for r in rows} == {"one call", "2 chunks", "5 chunks"}  # 5 chunks only where 5 divides
+    assert [r["k_len"] for r in rows if r["variant"] == "5 chunks"] == [60]
+    assert all(r["max_abs_diff"] < 1e-5 for r in rows)
+    assert set(record["per_video_s"]) == {"one call", "2 chunks"}  # 5 chunks miss lengths: no per-video sum
+    text = next(tmp_path.glob("attention_kv_split_*.md")).read_text()
+    assert "| 21 | 84 | 2 chunks |" in text and "7 blocks x 149 calls" in text
+    with pytest.raises(ValueError, match="--splits must be integers >= 2"):
+        bench.main(["--device", "cpu", "--out", str(tmp_path), "--splits", "1"])
+
+
+BENCH_SCRIPTS = ("official_side_by_side", "overhead", "throughput", "attention_layout", "attention_kv_split", "main_job",
+                 "scoring_throughput")
 
 
 @pytest.mark.parametrize("script", BENCH_SCRIPTS)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tokentrim.models.split_attention import LSE_BACKENDS
 from tokentrim.models.wan_causal import SDPA_BACKENDS, CausalWanModel, WanConfig, WanSpeedConfig
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ SWITCH_SPEED_KEYS = (*DIT_SPEED_KEYS, *VAE_SPEED_KEYS)  # auto | true | false
 # 202611.md). cuda_graphs: 0.7 % faster on an H200 for 0.35 GiB more memory than the official code's peak.
 # vae_cudnn_benchmark_all: 5 % faster decodes for 20-45 s more on a process's first decode (pays off past ~500 videos).
 AUTO_OFF_SPEED_KEYS = ("cuda_graphs", "vae_cudnn_benchmark_all")
-SPEED_KEYS = ("attention_backends", *SWITCH_SPEED_KEYS)
+SPEED_KEYS = ("attention_backends", "attention_kv_splits", *SWITCH_SPEED_KEYS)
+#: `attention_kv_splits: auto` where CUDA, token-major and a kernel with a log-sum-exp are set (bench/results/
+#: attention_kv_split_*: 2 splits were the best)
+AUTO_KV_SPLITS = 2
 
 
 def check_speed_config(speed: Mapping[str, Any]) -> None:
@@ -98,6 +102,11 @@ def check_speed_config(speed: Mapping[str, Any]) -> None:
     if backends != "auto" and (isinstance(backends, str) or any(b not in SDPA_BACKENDS for b in backends)):
         raise ValueError(f"backbone.speed.attention_backends must be auto or a list of {sorted(SDPA_BACKENDS)}, "
                          f"got {backends!r}")
+    splits = speed.get("attention_kv_splits", "auto")
+    if splits != "auto" and (isinstance(splits, bool) or not isinstance(splits, int) or splits < 1):
+        raise ValueError(f"backbone.speed.attention_kv_splits must be auto or an integer >= 1, got {splits!r}")
+    if splits != "auto" and splits > 1 and speed.get("token_major", "auto") is False:
+        raise ValueError(f"backbone.speed.attention_kv_splits={splits} needs backbone.speed.token_major (it is false)")
 
 
 def _switch_on(speed: Mapping[str, Any], key: str, device: str) -> bool:
@@ -112,14 +121,24 @@ def _switch_on(speed: Mapping[str, Any], key: str, device: str) -> bool:
 def resolve_speed(speed: Mapping[str, Any], device: str) -> WanSpeedConfig:
     """`backbone.speed` -> `WanSpeedConfig`; `auto` = the fastest measured setting where the device is CUDA
     (compiled block regions, cuDNN then flash attention, token-major q/k/v and cache, the FFN's GELU in its GEMM's
-    epilogue: bench/results/side_by_side_*; CUDA graphs stay off), eager SDPA elsewhere."""
+    epilogue, the attention's keys in 2 chunks: bench/results/side_by_side_*; CUDA graphs stay off), eager SDPA
+    elsewhere."""
     check_speed_config(speed)
     cuda = torch.device(device).type == "cuda"
     backends = speed.get("attention_backends", "auto")
-    return WanSpeedConfig(
-        attention_backends=(("cudnn", "flash") if cuda else ()) if backends == "auto" else tuple(backends),
-        **{field: _switch_on(speed, key, device) for key, field in DIT_SPEED_KEYS.items()},
-    )
+    backends = (("cudnn", "flash") if cuda else ()) if backends == "auto" else tuple(backends)
+    switches = {field: _switch_on(speed, key, device) for key, field in DIT_SPEED_KEYS.items()}
+    lse_kernel = not cuda or any(b in LSE_BACKENDS for b in backends)  # CPU: torch's CPU flash kernel
+    splits = speed.get("attention_kv_splits", "auto")
+    if splits == "auto":
+        splits = AUTO_KV_SPLITS if cuda and switches["token_major"] and lse_kernel else 1
+    elif splits > 1 and not switches["token_major"]:
+        raise ValueError(f"backbone.speed.attention_kv_splits={splits} needs backbone.speed.token_major on "
+                         f"(it is {speed.get('token_major', 'auto')!r} on {device})")
+    elif splits > 1 and not lse_kernel:
+        raise ValueError(f"backbone.speed.attention_kv_splits={splits} needs one of {list(LSE_BACKENDS)} in "
+                         f"backbone.speed.attention_backends, got {list(backends)}")
+    return WanSpeedConfig(attention_backends=backends, attention_kv_splits=splits, **switches)
 
 
 def resolve_vae_speed(speed: Mapping[str, Any], device: str) -> dict[str, bool]:

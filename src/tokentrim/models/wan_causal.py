@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tokentrim.cache import KVCache
 from tokentrim.models.cuda_graphs import GraphedCalls
+from tokentrim.models.split_attention import LSE_BACKENDS, can_split, merge_kv_splits, split_kv_attention
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ class WanSpeedConfig:
             a Self Forcing block's denoising steps, and every video's same sequence of blocks) instead of launching
             their kernels one by one from Python. CUDA and `KVCache` calls without autograd only; the rest runs
             eagerly.
+        attention_kv_splits (`int`, default 1): run the cached self-attention with its keys split into this many
+            equal chunks, as batch entries of one fused-attention call, merged exactly by their log-sum-exps
+            (`split_attention`). More, shorter thread blocks fill the GPU's last wave: 4,680 queries x 12 heads are
+            3.4 waves on 132 SMs. Needs `token_major` and one of `split_attention.LSE_BACKENDS` in
+            `attention_backends` (or CPU); applies without autograd to batch-1 calls whose key length divides evenly,
+            the rest run as one call.
     """
 
     attention_backends: tuple[str, ...] = ()
@@ -100,6 +107,7 @@ class WanSpeedConfig:
     token_major: bool = False
     gelu_epilogue: bool = False
     cuda_graphs: bool = False
+    attention_kv_splits: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_backends", tuple(str(b) for b in self.attention_backends))
@@ -108,6 +116,17 @@ class WanSpeedConfig:
             raise ValueError(f"speed.attention_backends must be names from {sorted(SDPA_BACKENDS)}, got {unknown}")
         if len(set(self.attention_backends)) != len(self.attention_backends):
             raise ValueError(f"speed.attention_backends must not repeat a backend, got {list(self.attention_backends)}")
+        if isinstance(self.attention_kv_splits, bool) or not isinstance(self.attention_kv_splits, int) \
+                or self.attention_kv_splits < 1:
+            raise ValueError(f"speed.attention_kv_splits must be an integer >= 1, got {self.attention_kv_splits!r}")
+        if self.attention_kv_splits > 1 and not self.token_major:
+            raise ValueError(f"speed.attention_kv_splits={self.attention_kv_splits} needs speed.token_major "
+                             f"(each key chunk is a view of token-major memory)")
+
+    @property
+    def lse_backend(self) -> str | None:
+        """The kernel of the split-KV path: the first of `attention_backends` that returns a log-sum-exp."""
+        return next((b for b in self.attention_backends if b in LSE_BACKENDS), None)
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
@@ -246,6 +265,9 @@ class CausalSelfAttention(nn.Module):
     # set by `CausalWanModel.set_speed`
     sdpa_backends: tuple[SDPBackend, ...] = ()
     token_major: bool = False
+    kv_splits: int = 1
+    lse_backend: str | None = None
+    merge_splits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = staticmethod(merge_kv_splits)
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: [B, L, D] -> rotated q, rotated k, v: [B, n, L, d] (token-major: views of [B, L, n, d] memory)."""
@@ -261,7 +283,15 @@ class CausalSelfAttention(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """SDPA of q [B, n, L, d] over k, v [B, n, K, d] -> [B, n, L, d], on the configured kernels."""
+        """SDPA of q [B, n, L, d] over k, v [B, n, K, d] -> [B, n, L, d], on the configured kernels (split-KV where
+        `kv_splits` > 1 applies: see `WanSpeedConfig.attention_kv_splits`)."""
+        if (self.kv_splits > 1 and attn_mask is None and not torch.is_grad_enabled()
+                and (self.lse_backend is not None or q.device.type == "cpu") and can_split(q, k, v, self.kv_splits)):
+            try:
+                return split_kv_attention(q, k, v, self.kv_splits, self.lse_backend or "", self.merge_splits)
+            except RuntimeError as err:  # a kernel that refuses these shapes: one call from now on, as before
+                logger.warning("split-KV attention failed (%s); this layer runs its attention as one call", err)
+                self.kv_splits = 1
         if not self.sdpa_backends:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         options = {"set_priority": True} if _SDPA_HAS_PRIORITY else {}
@@ -352,9 +382,12 @@ class CausalWanBlock(nn.Module):
         """Install eager or compiled region functions (compiled wrappers are built once per setting and reused)."""
         self.self_attn.sdpa_backends = tuple(SDPA_BACKENDS[b] for b in speed.attention_backends)
         self.self_attn.token_major = speed.token_major
+        self.self_attn.kv_splits = speed.attention_kv_splits
+        self.self_attn.lse_backend = speed.lse_backend
         self.gelu_epilogue = speed.gelu_epilogue
         if not speed.compile_blocks:
             self._before_fn = self._after_fn = None
+            self.self_attn.merge_splits = merge_kv_splits
             return
         key = (speed.compile_mode, speed.compile_backend, speed.compile_fullgraph, speed.compile_tuning)
         compiled = self.__dict__.setdefault("_compiled_regions", {})
@@ -365,8 +398,9 @@ class CausalWanBlock(nn.Module):
             else:
                 options["mode"] = speed.compile_mode
             compiled[key] = (torch.compile(self.before_attention, **options),
-                             torch.compile(self.after_attention, **options))
-        self._before_fn, self._after_fn = compiled[key]
+                             torch.compile(self.after_attention, **options),
+                             torch.compile(merge_kv_splits, **options))  # the split-KV merge: one fused kernel
+        self._before_fn, self._after_fn, self.self_attn.merge_splits = compiled[key]
 
     def before_attention(self, x, shift1, scale1, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Region 1: modulated norm1 then QKV with RMS norms and RoPE. x: [B, L, D] -> q, k, v [B, n, L, d]."""
