@@ -4,8 +4,9 @@ then merged exactly by their log-sum-exps (issue #9, `WanSpeedConfig.attention_k
 Why: a fused attention kernel runs one thread block per (batch, head, 128-query tile). A Self Forcing block has
 4,680 queries = 37 tiles x 12 heads = 444 thread blocks, 3.4 waves on an H200's 132 SMs: the 4th wave runs 40 %
 full, and every thread block walks the whole key length. Splitting the keys in 2 gives 888 shorter thread blocks,
-6.7 waves, and the tail shrinks to 5 % of the work (`bench/results/attention_kv_split_*`: cuDNN at the 21-frame cache,
-539 -> 599 TFLOP/s).
+6.7 waves, and the tail shrinks to 5 % of the work. On an H200 (`bench/results/attention_kv_split_NVIDIA_H200_*`), cuDNN
+at the 21-frame cache went from 494 to 556 TFLOP/s, and one 81-frame video's self-attention from 1.134 to 1.020 s;
+3 and 4 chunks gained less (1.078, 1.050 s).
 
 The merge is exact: with o_s, l_s the softmax-weighted values and log-sum-exp of chunk s,
     o = sum_s exp(l_s - l) o_s,   l = log sum_s exp(l_s),
