@@ -145,7 +145,8 @@ def write_record(record: dict, args: argparse.Namespace) -> None:
              f"query = one {BLOCK_FRAMES}-frame block; median of {args.repeats} rounds x {args.inner} calls, "
              f"interleaved", ""]
     if record["waves"]:
-        lines += ["## One call by query length (keys: the longest cache)", "", "| q len | ms | TFLOP/s |", "|---|---|---|"]
+        lines += ["## One call by query length (keys: the longest cache)", "", "| q len | ms | TFLOP/s |",
+                  "|---|---|---|"]
         lines += [f"| {w['q_len']} | {w['ms']:.3f} | {w['tflops']:.0f} |" for w in record["waves"]] + [""]
     lines += ["## Per cache length", "", "| cache frames | k len | variant | ms | TFLOP/s | max abs diff to one call |",
               "|---|---|---|---|---|---|"]

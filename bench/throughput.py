@@ -5,7 +5,9 @@ Measures, per scenario: video FPS (pixel frames / DiT wall time), first-block la
 time, peak GPU memory; an 81-frame video (21 latent frames) and a long rollout (rolling 21-frame window, 3 sink
 frames). With --trim it also runs TokenTrim at forced trigger rates (0%, every 10th batch, every batch) and with
 --flowmo the FlowMo first batch, interleaved with the baseline (ABAB...). With --vae it times the streaming decode
-of the long video by the Wan2.1 VAE architecture (random weights), for end-to-end FPS.
+of the long video by the Wan2.1 VAE architecture (random weights), for end-to-end FPS. The DiT runs with the
+execution levers the product gives it: `conf/backbone/<pipeline>.yaml`'s `speed` resolved for CUDA, or `--speed`
+(the syntax of `official_side_by_side.py --ours-variants`, e.g. eager or compile+cudnn+tokmajor).
 
 Protocol: one warm-up video per scenario (excluded), then --repeats timed videos; median and min/max reported.
 torch.cuda.synchronize() brackets every timed region.
@@ -23,15 +25,19 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+from bench_config import with_config_defaults  # noqa: E402  (bench-only helpers)
+from official_side_by_side import parse_variant  # noqa: E402
 
+from tokentrim.backbones import resolve_speed  # noqa: E402
 from tokentrim.env_info import collect_env  # noqa: E402
 from tokentrim.init.flowmo import FlowMoConfig  # noqa: E402
-from tokentrim.models.wan_causal import CausalWanModel  # noqa: E402
+from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig  # noqa: E402
 from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline  # noqa: E402
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
+from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 from tokentrim.trim import TokenTrim, TokenTrimConfig  # noqa: E402
 
 
@@ -52,6 +58,18 @@ class ForcedTrim(TokenTrim):
         decision = super().decide(block_tokens)
         decision.should_prune = False
         return decision
+
+
+def dit_speed(spec: str | None, pipeline: str, device: str) -> WanSpeedConfig:
+    """The DiT's execution levers: `spec` in `parse_variant` syntax, or (None) the `speed` block of
+    `conf/backbone/<pipeline>.yaml` resolved for `device`, as `build_backbone` resolves it for users."""
+    if spec is not None:
+        return parse_variant(spec)
+    from importlib import resources
+
+    path = resources.files("tokentrim.conf") / "backbone" / f"{pipeline}.yaml"
+    speed = OmegaConf.to_container(OmegaConf.load(str(path)), resolve=False).get("speed") or {}
+    return resolve_speed(speed, device)
 
 
 def pixel_frames(latent_frames: int) -> int:
@@ -114,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flowmo", action=argparse.BooleanOptionalAction, help="also time FlowMo on the first batch")
     parser.add_argument("--vae", action=argparse.BooleanOptionalAction, help="also time the VAE decode of the long video")
     parser.add_argument("--pipeline", choices=["self_forcing", "rolling_forcing"])
+    parser.add_argument("--speed", help="DiT speed levers, e.g. eager or compile+cudnn (see official_side_by_side."
+                                        "parse_variant); default: conf/backbone/<pipeline>.yaml's speed")
     parser.add_argument("--out", type=Path)
     return with_config_defaults(parser, "throughput")
 
@@ -128,11 +148,12 @@ def main() -> None:
     for p in model.parameters():  # random weights, fixed seed
         torch.nn.init.normal_(p, std=0.02)
     model = model.to(torch.bfloat16)
+    model.set_speed(dit_speed(args.speed, args.pipeline, str(device)))
     num_params = sum(p.numel() for p in model.parameters())
     text = torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16)
     context_kv = model.encode_context(text)
 
-    results: dict = {"num_params": num_params, "scenarios": {}}
+    results: dict = {"num_params": num_params, "scenarios": {}, "speed": vars(model.speed)}
     if args.pipeline == "self_forcing":
         scenarios = {
             "81_frames": (args.frames, SelfForcingConfig(max_frames=21, sink_frames=0)),
@@ -192,7 +213,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m")
     gpu = torch.cuda.get_device_name().replace(" ", "_")
     path = args.out / f"throughput_{args.pipeline}_{gpu}_{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
+    write_text_atomic(path, json.dumps(results, indent=1, default=str))
     print("wrote", path)
 
 

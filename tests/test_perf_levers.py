@@ -351,6 +351,56 @@ def test_fused_decoder_norm_keeps_the_numbers_compiled_and_is_undone():
 
 
 
+def test_channels_last_activations_take_the_rows_kernel_with_the_same_numbers(monkeypatch):
+    """`vae_fused_norm` on channels-last memory: the norm runs over `[N, C]` rows (views in and out, no copy), equal
+    to the 5-D form; a decode with channels-last weights and the compiled kernels equals diffusers' modules."""
+    from tokentrim.models import vae_decode_fusion as fusion
+    from tokentrim.models.vae import WanVAE
+
+    x = torch.randn(2, 8, 3, 4, 5, generator=torch.Generator().manual_seed(0)).contiguous(
+        memory_format=torch.channels_last_3d)
+    weight, bias = torch.rand(8, 1, 1, 1) * 8 ** 0.5, torch.randn(8, 1, 1, 1)
+    rows = fusion.as_channel_rows(fusion.rms_norm_silu_rows, x, weight, bias)
+    torch.testing.assert_close(rows, fusion.rms_norm_silu(x, weight, bias), rtol=1e-6, atol=1e-6)
+    assert rows.is_contiguous(memory_format=torch.channels_last_3d) and rows.shape == x.shape
+    kernel = fusion.CompiledRMSNormSiLU()
+    calls = []
+    monkeypatch.setattr(kernel, "compiled_rows", lambda *a: calls.append("rows") or fusion.rms_norm_silu_rows(*a))
+    monkeypatch.setattr(kernel, "compiled", lambda *a: calls.append("5d") or fusion.rms_norm_silu(*a))
+    kernel(x, weight, bias), kernel(x.contiguous(), weight, None)
+    assert calls == ["rows", "5d"]
+    monkeypatch.undo()
+
+    torch.manual_seed(0)
+    vae = WanVAE(base_dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temperal_downsample=(True, True),
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    latents = torch.randn(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # [B, F, C, h, w]
+    with torch.no_grad():
+        plain = vae.decode(latents)
+        vae.set_decode_speed(channels_last_3d=True, cudnn_benchmark=False, fused_norm=True)
+        torch.testing.assert_close(vae.decode(latents), plain, rtol=1e-5, atol=1e-5)
+        vae.set_decode_speed(channels_last_3d=False, cudnn_benchmark=False)
+
+
+def test_vae_norm_kernel_bench_appends_one_record_per_process(tmp_path):
+    spec = importlib.util.spec_from_file_location("vae_norm_kernel", ROOT / "bench" / "vae_norm_kernel.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "norm.jsonl"
+    args = ["--device", "cpu", "--out", str(out), "--latent-frames", "2", "--latent-size", "4,4", "--base-dim", "8",
+            "--repeats", "1"]
+    bench.main(args + ["--variant", "unfused"])
+    bench.main(args + ["--variant", "shipped"])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["unfused", "shipped"]
+    assert all(r["decode_s_median"] > 0 and r["env"]["device"] == "cpu" for r in records)
+    with pytest.raises(ValueError, match="--repeats must be >= 1"):
+        bench.main(args + ["--repeats", "0"])
+
+
 def test_fused_norm_falls_back_to_eager_when_compilation_fails(monkeypatch, caplog):
     """A machine where torch.compile breaks: the fused norm warns once and computes the same numbers eagerly."""
     from tokentrim.models import vae_decode_fusion as fusion
@@ -547,8 +597,22 @@ def test_attention_kv_split_bench_times_the_model_split_path_against_one_call(tm
         bench.main(["--device", "cpu", "--out", str(tmp_path), "--splits", "1"])
 
 
-BENCH_SCRIPTS = ("official_side_by_side", "overhead", "throughput", "attention_layout", "attention_kv_split", "main_job",
-                 "scoring_throughput")
+def test_throughput_bench_times_the_levers_each_pipeline_config_gives():
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "bench" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    self_forcing = bench.dit_speed(None, "self_forcing", "cuda")
+    assert self_forcing.compile_blocks and self_forcing.token_major and self_forcing.attention_kv_splits == 2
+    assert self_forcing.attention_backends == ("cudnn", "flash") and not self_forcing.cuda_graphs
+    rolling = bench.dit_speed(None, "rolling_forcing", "cuda")  # its yaml: compile off, torch's own SDPA choice
+    assert not rolling.compile_blocks and rolling.attention_backends == () and rolling.attention_kv_splits == 1
+    assert rolling.token_major
+    assert bench.dit_speed("compile+cudnn", "self_forcing", "cuda") == bench.parse_variant("compile+cudnn")
+    assert bench.build_parser().parse_args([]).speed is None
+
+
+BENCH_SCRIPTS = ("official_side_by_side", "overhead", "throughput", "attention_layout", "attention_kv_split",
+                 "vae_norm_kernel", "main_job", "scoring_throughput")
 
 
 @pytest.mark.parametrize("script", BENCH_SCRIPTS)

@@ -1,4 +1,5 @@
-"""Split-KV attention (`WanSpeedConfig.attention_kv_splits`): exact merge, where it applies, and the rollout it gives."""
+"""Split-KV attention (`WanSpeedConfig.attention_kv_splits`): the exact merge, where it applies, the rollout it
+gives."""
 
 from __future__ import annotations
 
