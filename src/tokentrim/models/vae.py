@@ -345,7 +345,8 @@ class WanVAE(nn.Module):
                          frames_per_call: int = 1) -> None:
         """Execution levers of the decode (same math up to float rounding; on an H100, 81 frames at 480x832 in bf16:
         1.851 s -> 1.513 s with the first two, 1.17-1.28 s with the first five; bench/results/side_by_side_*H100*;
-        on an H200 1.66 s -> 1.13 s with the six that are on by default, 1.07 s with `cudnn_benchmark_all` too).
+        on an H200 1.66 s -> 0.95 s with the six that are on by default since the fused norm runs over channel
+        rows, 1.13 s before that; bench/results/side_by_side_NVIDIA_H200_202611_j.*).
 
         Args:
             channels_last_3d: store every Conv3d weight channels-last (cuDNN then runs the convolutions in NDHWC);
@@ -368,7 +369,8 @@ class WanVAE(nn.Module):
                 larger).
             cudnn_benchmark_all: with `cudnn_benchmark`, time every candidate algorithm of each convolution shape
                 (`torch.backends.cudnn.benchmark_limit = 0`, inside the decode only) instead of torch's first 10. On
-                an H200: 1.125 -> 1.065 s per decode, for 20-45 s more on the process's first decode.
+                an H200, before the rows form of the fused norm: 1.125 -> 1.065 s per decode, for 20-45 s more on
+                the process's first decode (not re-measured since).
         """
         if not isinstance(frames_per_call, int) or frames_per_call < 1:
             raise ValueError(f"frames_per_call must be a positive integer, got {frames_per_call!r}")

@@ -93,8 +93,9 @@ class CompiledRMSNormSiLU:
 
     Channels-last activations (`vae_channels_last`) go through `rms_norm_silu_rows` on their `[N, C]` rows: the
     reduction is then over the contiguous last dim, which inductor's dynamic-shape kernel handles well. The 5-D kernel
-    on the same memory took 0.33 s per 81-frame decode at 480x832 on an H200, the rows kernel 0.14 s (whole decode
-    1.12 -> 0.94 s, three processes each; `bench/results/vae_norm_rows_NVIDIA_H200_202611.jsonl`)."""
+    on the same memory took 0.35 s per 81-frame decode at 480x832 on an H200, the rows kernel 0.16 s (whole decode
+    1.124 -> 0.946 s, in 2 and 3 processes; `bench/vae_norm_kernel.py`,
+    `bench/results/vae_norm_kernel_NVIDIA_H200_202611.jsonl`)."""
 
     def __init__(self):
         self.compiled = torch.compile(rms_norm_silu, dynamic=True, fullgraph=True)
