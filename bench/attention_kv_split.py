@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+from attention_layout import time_call  # noqa: E402  (bench-only helpers)
+from bench_config import with_config_defaults  # noqa: E402
 
 from tokentrim.env_info import collect_env  # noqa: E402
 from tokentrim.models.split_attention import merge_kv_splits, split_kv_attention  # noqa: E402
@@ -35,17 +36,6 @@ from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 HEADS, HEAD_DIM, BLOCK_FRAMES = 12, 128, 3  # Wan2.1-T2V-1.3B
 CALLS_PER_BLOCK = 4 * 30 + 29  # Self Forcing: 4 denoising steps x 30 layers, then the cache step (last layer: K/V only)
 ONE_CALL = {"cudnn": [SDPBackend.CUDNN_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION]}
-
-
-def time_call(fn, device: torch.device, inner: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / inner
 
 
 def token_major(length: int, device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:

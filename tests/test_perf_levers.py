@@ -169,10 +169,11 @@ def test_kv_only_call_stages_the_same_cache_entries_and_returns_none():
         model(x0, t, context_kv, kv_only=True)
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("official_side_by_side", ROOT / "bench/official_side_by_side.py")
+def _load_bench(script: str = "official_side_by_side"):
+    """A bench script as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(script, ROOT / "bench" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    sys.modules[spec.name] = module  # official_side_by_side's dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
@@ -386,9 +387,7 @@ def test_channels_last_activations_take_the_rows_kernel_with_the_same_numbers(mo
 
 
 def test_vae_norm_kernel_bench_appends_one_record_per_process(tmp_path):
-    spec = importlib.util.spec_from_file_location("vae_norm_kernel", ROOT / "bench" / "vae_norm_kernel.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("vae_norm_kernel")
     out = tmp_path / "norm.jsonl"
     args = ["--device", "cpu", "--out", str(out), "--latent-frames", "2", "--latent-size", "4,4", "--base-dim", "8",
             "--repeats", "1"]
@@ -566,9 +565,7 @@ def test_backbone_vae_speed_auto_is_on_for_cuda_only_and_bad_values_are_rejected
 
 
 def test_attention_layout_bench_times_both_layouts_of_the_same_values(tmp_path):
-    spec = importlib.util.spec_from_file_location("attention_layout", ROOT / "bench" / "attention_layout.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("attention_layout")
     record = bench.main(["--device", "cpu", "--out", str(tmp_path), "--tokens-per-frame", "4", "--cache-frames", "3,6",
                          "--repeats", "2", "--inner", "1", "--backend", "auto"])
     assert [r["k_len"] for r in record["rows"]] == [12, 24]
@@ -579,9 +576,7 @@ def test_attention_layout_bench_times_both_layouts_of_the_same_values(tmp_path):
 
 
 def test_attention_kv_split_bench_times_the_model_split_path_against_one_call(tmp_path):
-    spec = importlib.util.spec_from_file_location("attention_kv_split", ROOT / "bench" / "attention_kv_split.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("attention_kv_split")
     record = bench.main(["--device", "cpu", "--out", str(tmp_path), "--tokens-per-frame", "4", "--repeats", "1",
                          "--inner", "1", "--splits", "2,5", "--wave-query-lengths", "8,12"])
     assert [w["q_len"] for w in record["waves"]] == [8, 12] and all(w["ms"] > 0 for w in record["waves"])
@@ -598,9 +593,7 @@ def test_attention_kv_split_bench_times_the_model_split_path_against_one_call(tm
 
 
 def test_throughput_bench_times_the_levers_each_pipeline_config_gives():
-    spec = importlib.util.spec_from_file_location("throughput", ROOT / "bench" / "throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("throughput")
     self_forcing = bench.dit_speed(None, "self_forcing", "cuda")
     assert self_forcing.compile_blocks and self_forcing.token_major and self_forcing.attention_kv_splits == 2
     assert self_forcing.attention_backends == ("cudnn", "flash") and not self_forcing.cuda_graphs

@@ -85,8 +85,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
             stream.pix_fmt = "yuv420p"
             # mbtree off: with x264's macroblock-tree rate control on, the libx264 of PyAV 18.1 encoded the same
             # frames to different pixels from call to call (up to +-50 levels), and the scores moved in the 5th
-            # decimal. Stable with mb-tree off or with x264's assembly off (so its SIMD mb-tree path is the likely
-            # source). Without it the bytes are identical across calls and processes.
+            # decimal. The output is stable with mb-tree off or with x264's assembly off (so its SIMD mb-tree path is
+            # the likely source); with mb-tree off the bytes are identical across calls and processes.
             stream.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
             for frame in frames:  # [H, W, 3]
                 packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
