@@ -15,12 +15,21 @@ from importlib import resources
 from omegaconf import OmegaConf
 
 
+def packaged_config(group: str, name: str, *, resolve: bool = True) -> dict:
+    """The package's `conf/<group>/<name>.yaml` as a plain dict (`resolve=False` leaves interpolations that need the
+    whole Hydra composition, such as `${paths.weights_dir}`, as text)."""
+    path = resources.files("tokentrim.conf") / group / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    return OmegaConf.to_container(OmegaConf.load(str(path)), resolve=resolve)
+
+
 def bench_config(name: str) -> dict:
     """`conf/bench/<name>.yaml` as a plain dict."""
-    path = resources.files("tokentrim.conf") / "bench" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"bench config not found: {path} (every bench script reads conf/bench/<script>.yaml)")
-    return OmegaConf.to_container(OmegaConf.load(str(path)), resolve=True)
+    try:
+        return packaged_config("bench", name)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"bench {err} (every bench script reads conf/bench/<script>.yaml)") from None
 
 
 def with_config_defaults(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

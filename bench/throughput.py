@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_config import with_config_defaults  # noqa: E402  (bench-only helpers)
+from bench_config import packaged_config, with_config_defaults  # noqa: E402  (bench-only helpers)
 from official_side_by_side import parse_variant  # noqa: E402
 
 from tokentrim.backbones import resolve_speed  # noqa: E402
@@ -65,11 +64,7 @@ def dit_speed(spec: str | None, pipeline: str, device: str) -> WanSpeedConfig:
     `conf/backbone/<pipeline>.yaml` resolved for `device`, as `build_backbone` resolves it for users."""
     if spec is not None:
         return parse_variant(spec)
-    from importlib import resources
-
-    path = resources.files("tokentrim.conf") / "backbone" / f"{pipeline}.yaml"
-    speed = OmegaConf.to_container(OmegaConf.load(str(path)), resolve=False).get("speed") or {}
-    return resolve_speed(speed, device)
+    return resolve_speed(packaged_config("backbone", pipeline, resolve=False).get("speed") or {}, device)
 
 
 def pixel_frames(latent_frames: int) -> int:

@@ -164,6 +164,15 @@ def unfuse_decoder_norms(decoder: nn.Module) -> None:
     decoder._fused_norms = None
 
 
+def _switch_forward(module: nn.Module, forward, enabled: bool) -> None:
+    """Give `module` the instance forward `forward(module, x, ...)` (enabled), or take it back so the class's method
+    runs again (disabled; a no-op if none was set)."""
+    if enabled:
+        module.forward = functools.partial(forward, module)
+    elif "forward" in module.__dict__:
+        del module.forward
+
+
 def _implicit_padding_forward(conv: nn.Conv3d, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
     """`WanCausalConv3d.forward` with the spatial zero padding inside the convolution. x: `[B, C, T, H, W]`."""
     pad_w, _, pad_h, _, pad_t, _ = conv._padding  # (W left, W right, H top, H bottom, T front, T back = 0)
@@ -185,10 +194,7 @@ def implicit_padding_convs(decoder: nn.Module, enabled: bool) -> int:
         symmetric = conv._padding[0] == conv._padding[1] and conv._padding[2] == conv._padding[3]
         if not symmetric or conv._padding[5] != 0:
             raise ValueError(f"implicit padding needs symmetric H/W and front-only T padding, got {conv._padding}")
-        if enabled:
-            conv.forward = functools.partial(_implicit_padding_forward, conv)
-        elif "forward" in conv.__dict__:
-            del conv.forward  # back to the class's method
+        _switch_forward(conv, _implicit_padding_forward, enabled)
     return len(convs)
 
 
@@ -205,10 +211,7 @@ def native_upsampling(decoder: nn.Module, enabled: bool) -> int:
     for upsample in upsamplers:
         if not upsample.mode.startswith("nearest"):
             raise ValueError(f"native upsampling is exact for nearest modes only, got {upsample.mode!r}")
-        if enabled:
-            upsample.forward = functools.partial(_native_upsample_forward, upsample)
-        elif "forward" in upsample.__dict__:
-            del upsample.forward
+        _switch_forward(upsample, _native_upsample_forward, enabled)
     return len(upsamplers)
 
 
@@ -264,9 +267,7 @@ def subpixel_upsampling(decoder: nn.Module, enabled: bool) -> int:
         if not (shape_ok and upsample.mode.startswith("nearest") and tuple(upsample.scale_factor) == (2.0, 2.0)):
             raise ValueError(f"subpixel upsampling needs nearest x2 + a 3x3 convolution (padding 1), got "
                              f"{upsample.mode} x{upsample.scale_factor} + {conv}")
-        if enabled:
-            stack.forward = functools.partial(_subpixel_forward, stack)
-        elif "forward" in stack.__dict__:
-            del stack.forward
+        _switch_forward(stack, _subpixel_forward, enabled)
+        if not enabled:
             stack.__dict__.pop("_phase_key", None)
     return len(stacks)
