@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokentrim.cache import KVCache
+from tokentrim.caches import KVCache
 from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
 

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
+from tokentrim.caches import DENOISE, REFRESH, RollingKVCache
 from tokentrim.init.flowmo import FlowMoConfig
 from tokentrim.models.wan_causal import CausalWanModel
 from tokentrim.pipelines.rolling_forcing import (

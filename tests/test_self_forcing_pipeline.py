@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokentrim.cache import KVCache
+from tokentrim.caches import KVCache
 from tokentrim.models.wan_causal import CausalWanModel
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
 from tokentrim.trim import Decision, TokenTrim, TokenTrimConfig

@@ -13,7 +13,7 @@ Official reference: `pipeline/rolling_forcing_inference.py::CausalInferencePipel
     frame (l. 234-244). Every block not yet at t_{K-1} is re-noised to its next level with fresh noise (l. 247-270);
     the window's first block leaves the window clean when it was at t_{K-1}: that is its final output.
   * One cache-refresh call on the window's first block's x0 at t = context_noise, which writes only that block
-    (l. 273-295). What each call attends to is the cache's business (`tokentrim.cache_rolling.RollingKVCache`).
+    (l. 273-295). What each call attends to is the cache's business (`tokentrim.caches.rolling.RollingKVCache`).
 
 TokenTrim on Rolling Forcing (our adaptation; the paper gives no code): the "batch" of TokenTrim is the block that
 becomes clean at a window step (window w >= K-1, block w-K+1), so batches are consecutive clean blocks and drift is
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
+from tokentrim.caches.rolling import DENOISE, REFRESH, RollingKVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
 from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
 from tokentrim.trim import Decision, TokenTrim

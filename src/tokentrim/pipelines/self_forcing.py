@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tokentrim.cache import KVCache
+from tokentrim.caches.kv import KVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
 from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
 from tokentrim.trim import Decision, TokenTrim
