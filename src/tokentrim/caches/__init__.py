@@ -12,4 +12,6 @@ from tokentrim.caches.kv import KVCache
 from tokentrim.caches.protocol import PrunableCache, Pruned
 from tokentrim.caches.rolling import DENOISE, REFRESH, RollingKVCache
 
-__all__ = ["DENOISE", "REFRESH", "CacheSnapshot", "CachedEntries", "KVCache", "PrunableCache", "Pruned", "RollingKVCache"]
+__all__ = [
+    "DENOISE", "REFRESH", "CacheSnapshot", "CachedEntries", "KVCache", "PrunableCache", "Pruned", "RollingKVCache",
+]

@@ -283,7 +283,7 @@ class SelfForcingBlock:
         return self.pipe._denoise(self, range(steps))
 
     def finish(self, state: StepState) -> torch.Tensor:
-        """The block's final x0 [B, F, C, H, W]: a sample stopped before the last step continues from where it stopped."""
+        """The block's final x0 [B, F, C, H, W]: a sample stopped before the last step continues where it stopped."""
         num_steps = len(self.pipe.timesteps)
         if state.steps_done < num_steps:
             state = self.pipe._denoise(self, range(state.steps_done, num_steps), state)

@@ -104,7 +104,7 @@ class TrimController:
         return retries < cfg.max_retries and (retries == 0 or cfg.retest)
 
     def step(self, batch: TrimBatch[Candidate], candidate: Candidate, on_event: EventSink | None = None) -> Candidate:
-        """Decide on `candidate`; on a trigger prune and regenerate (at most R times). Returns the accepted candidate."""
+        """Decide on `candidate`; on a trigger prune and regenerate, at most R times. Returns the accepted one."""
         cfg = self.trim.cfg
         decision = first = self.trim.decide(batch.tokens(candidate))
         pruning = Pruning()
