@@ -248,3 +248,29 @@ def test_both_caches_satisfy_the_protocol_and_do_not_import_the_model():
     code = "import sys, tokentrim.caches; print(sorted(m for m in sys.modules if m.startswith('tokentrim.models')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "['tokentrim.models', 'tokentrim.models.rope']"
+
+
+@pytest.mark.parametrize("backbone", ["self_forcing", "rolling_forcing"])
+def test_setting_trim_to_none_runs_the_plain_sampler(backbone: str, actions: list):
+    """`pipeline.trim = None` (generate.py's untimed warm-up) removes the controller: no decision, no event; setting
+    the decider back restores both."""
+    trim = ScriptedTrim(TokenTrimConfig(p=P, drift_source="final"), {2: [True]}, actions)
+    if backbone == "self_forcing":
+        pipe = SelfForcingPipeline(MODEL, SelfForcingConfig(sink_frames=BLOCK), trim=trim)
+    else:
+        pipe = RollingForcingPipeline(MODEL, RollingForcingConfig(), trim=trim)
+    gen = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, 5 * BLOCK, 16, 8, 8, generator=gen)
+    context_kv = MODEL.encode_context(torch.randn(1, 8, 32, generator=gen))
+    events: list[dict] = []
+    pipe.trim = None
+    assert pipe.controller is None and pipe.trim is None
+    pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=gen), on_event=events.append)
+    assert events == [] and actions == []
+    pipe.trim = trim
+    assert pipe.trim is trim and pipe.controller.trim is trim
+    pipe(noise, context_kv, noise_source=lambda shape: torch.randn(shape, generator=gen), on_event=events.append)
+    assert len(events) == 5 and ("regenerate", False, False) in actions
+    if backbone == "rolling_forcing":
+        with pytest.raises(ValueError, match=r"trim\.drift_source must be 'final' for Rolling Forcing"):
+            pipe.trim = TokenTrim(TokenTrimConfig(drift_source="first_step"))

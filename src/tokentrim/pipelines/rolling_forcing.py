@@ -21,7 +21,8 @@ measured between them. The decision sits between the window's denoising call and
 trigger the unstable token positions S_t are removed from the cache (every cached frame except the sink by default,
 `trim.scope`), and the window step's denoising call is redone on the same input (`trim.regen_noise = "same"`; "fresh"
 redraws the window's newest pure-noise block when the window takes one). Pruned positions stay removed as the cache
-rolls. The accepted x0 feeds the re-noising and the refresh, as without TokenTrim.
+rolls. The accepted x0 feeds the re-noising and the refresh, as without TokenTrim. The action is Self Forcing's, run
+by `tokentrim.trim.controller.TrimController`; `RollingForcingBatch` is its handle on the window step.
 
 FlowMo (arXiv 2506.01144) guides the denoising calls of the first `init.steps` windows (ramp-up windows, which attend
 only to themselves): the guided variable is the whole window's noisy input, and the loss is taken over the window's
@@ -162,13 +163,7 @@ class RollingForcingPipeline:
     def __init__(self, model: CausalWanModel, config: RollingForcingConfig, trim: TokenTrim | None = None, flowmo=None):
         self.model = model.eval().requires_grad_(False)
         self.config = config
-        self.trim = trim
-        self.controller = TrimController(trim) if trim is not None else None
-        if trim is not None and trim.cfg.drift_source != "final":
-            raise ValueError(
-                f"trim.drift_source must be 'final' for Rolling Forcing (a block's steps span {config.window_blocks} "
-                f"windows, so there is no early first-step abort), got {trim.cfg.drift_source!r}"
-            )
+        self.trim = trim  # checks it and sets the controller
         self.flowmo = flowmo if (flowmo is not None and flowmo.enabled and flowmo.steps > 0) else None
         if self.flowmo is not None and self.flowmo.steps > config.window_blocks:
             raise ValueError(
@@ -178,6 +173,20 @@ class RollingForcingPipeline:
         self.timesteps = warped_timesteps(list(config.denoising_steps), config.shift, config.warp_denoising_step)
         self.sigmas = [sigma_of(t, config.shift) for t in self.timesteps]
         self.num_model_calls = 0  # forwards of the last video (denoising + refresh + FlowMo), for tests/benchmarks
+
+    @property
+    def trim(self) -> TokenTrim | None:
+        return None if self.controller is None else self.controller.trim
+
+    @trim.setter
+    def trim(self, trim: TokenTrim | None) -> None:
+        """The decider and its controller (None: plain Rolling Forcing, e.g. for an untimed warm-up)."""
+        if trim is not None and trim.cfg.drift_source != "final":
+            raise ValueError(
+                f"trim.drift_source must be 'final' for Rolling Forcing (a block's steps span {self.config.window_blocks} "
+                f"windows, so there is no early first-step abort), got {trim.cfg.drift_source!r}"
+            )
+        self.controller = TrimController(trim) if trim is not None else None
 
     def new_cache(self, *, height: int, width: int, batch_size: int = 1) -> RollingKVCache:
         """An empty Rolling Forcing cache sized from the model and the latent size (N = (H/2)(W/2) tokens per frame)."""

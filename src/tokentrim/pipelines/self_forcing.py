@@ -104,12 +104,20 @@ class SelfForcingPipeline:
     def __init__(self, model: CausalWanModel, config: SelfForcingConfig, trim: TokenTrim | None = None, flowmo=None):
         self.model = model.eval().requires_grad_(False)
         self.config = config
-        self.trim = trim
-        self.controller = TrimController(trim) if trim is not None else None
-        self.drift_source = drift_source_for(trim.cfg.drift_source if trim is not None else "final")
+        self.trim = trim  # sets the controller and the drift source
         self.flowmo = flowmo if (flowmo is not None and flowmo.enabled and flowmo.steps > 0) else None
         self.timesteps = warped_timesteps(list(config.denoising_steps), config.shift, config.warp_denoising_step)
         self.sigmas = [sigma_of(t, config.shift) for t in self.timesteps]
+
+    @property
+    def trim(self) -> TokenTrim | None:
+        return None if self.controller is None else self.controller.trim
+
+    @trim.setter
+    def trim(self, trim: TokenTrim | None) -> None:
+        """The decider, its controller and its drift source (None: plain Self Forcing, e.g. for an untimed warm-up)."""
+        self.controller = TrimController(trim) if trim is not None else None
+        self.drift_source = drift_source_for(trim.cfg.drift_source if trim is not None else "final")
 
     # ------------------------------------------------------------------------------------------ public
     @torch.no_grad()
