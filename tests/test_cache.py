@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokentrim.cache import KVCache
+from tokentrim.caches import KVCache
 
 LAYERS, HEADS, HEAD_DIM, TOKENS = 2, 2, 4, 4  # N = 4 tokens per frame
 BLOCK = 2  # frames per block

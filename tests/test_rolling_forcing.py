@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
+from tokentrim.caches import DENOISE, REFRESH, RollingKVCache
 from tokentrim.init.flowmo import FlowMoConfig
 from tokentrim.models.wan_causal import CausalWanModel
 from tokentrim.pipelines.rolling_forcing import (
@@ -251,7 +251,7 @@ def test_disabled_trim_gives_the_no_trim_output():
     assert torch.equal(plain, trimmed)
     assert [e["t"] for e in events] == list(range(1, 7))  # one batch per clean block
     assert [e["window"] for e in events] == list(range(4, 10))  # block b leaves the window at window b + 4
-    assert all(not e["triggered"] and e["num_pruned"] == 0 for e in events)
+    assert all(not e["triggered"] and e["num_pruned_entries"] == 0 for e in events)
 
 
 class TriggerAtBatch(TokenTrim):
@@ -277,7 +277,7 @@ def test_a_trigger_prunes_non_sink_frames_and_redoes_the_window_step():
     event = events[2]
     assert (event["t"], event["window"], event["triggered"], event["retries"]) == (3, 6, True, 1)
     # cached at window 6: sink (frames 0..2) and block 1 (frames 3..5); k = round(0.2 * 16) = 3 tokens pruned in frames 3..5 only
-    assert event["num_pruned"] == 3 * 3
+    assert event["num_pruned_entries"] == 3 * 3
     assert len(event["pruned_indices"]) == 3
     plain = RollingForcingPipeline(model, RollingForcingConfig())(noise, context_kv, noise_source=noise_source())
     assert torch.equal(out[:, :6], plain[:, :6])  # blocks finished before the trigger are untouched

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
+from tokentrim.caches import DENOISE, REFRESH, RollingKVCache
 from tokentrim.models.wan_causal import CausalWanModel, apply_rope, rope_angles
 from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, RollingForcingPipeline
 

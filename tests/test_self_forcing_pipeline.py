@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokentrim.cache import KVCache
+from tokentrim.caches import KVCache
 from tokentrim.models.wan_causal import CausalWanModel
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline
 from tokentrim.trim import Decision, TokenTrim, TokenTrimConfig
@@ -21,7 +21,8 @@ STEPS = 4
 P = 0.25  # k = 4 of 16 tokens
 K = 4
 EVENT_KEYS = {  # events/<video>.jsonl (common brief), less "video" which the caller adds
-    "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned", "pruned_indices",
+    "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned_tokens", "num_pruned_entries",
+    "pruned_indices",
     "decision_ms", "drift",
 }
 
@@ -133,9 +134,9 @@ def test_a_trigger_prunes_k_tokens_in_every_targeted_cached_frame(scope: str, pr
     _, events, recorder, _ = run(ForcedTrim(cfg, trigger_at={3}), num_blocks=4, sink_frames=3)
     event = events[2]
     assert event["triggered"] and event["retries"] == 1
-    assert event["num_pruned"] == K * len(pruned_frames)
+    assert event["num_pruned_entries"] == K * len(pruned_frames)
     assert len(event["pruned_indices"]) == K == len(set(event["pruned_indices"]))
-    assert [e["num_pruned"] for e in events if e is not event] == [0, 0, 0]
+    assert [e["num_pruned_entries"] for e in events if e is not event] == [0, 0, 0]
     cache = recorder.cache  # final state: frames 0..8 committed, the last block (9..11) not
     assert cache.committed_frames() == list(range(9))
     assert cache.length == 9 * TOKENS - K * len(pruned_frames)
@@ -150,7 +151,7 @@ def test_regen_noise_same_replays_the_same_noise():
     reference, _, _, reference_draws = run(None, sink_frames=3, max_frames=9)
     cfg = TokenTrimConfig(p=P, regen_noise="same")
     latents, events, recorder, draws = run(ForcedTrim(cfg, trigger_at={2}), sink_frames=3, max_frames=9)
-    assert events[1]["triggered"] and events[1]["retries"] == 1 and events[1]["num_pruned"] == 0
+    assert events[1]["triggered"] and events[1]["retries"] == 1 and events[1]["num_pruned_entries"] == 0
     assert recorder.calls == base_calls() + STEPS  # it really regenerated
     assert draws == reference_draws
     assert torch.equal(latents, reference)
@@ -316,7 +317,7 @@ def test_classifier_free_guidance_combines_two_branches_with_their_own_caches():
     torch.testing.assert_close(_guided_rollout(same, 3.0), _guided_rollout(CONTEXT_KV, 1.0), rtol=1e-5, atol=1e-5)
     events: list[dict] = []
     guided = _guided_rollout(both, 3.0, trim=ForcedTrim(TokenTrimConfig(p=P), trigger_at={3}), on_event=events.append)
-    assert [e["num_pruned"] for e in events] == [0, 0, K * 3, 0]  # batch 3: k tokens of frames 3..5, both branches
+    assert [e["num_pruned_entries"] for e in events] == [0, 0, K * 3, 0]  # batch 3: k tokens of frames 3..5, both branches
     assert guided.shape == unconditional.shape and torch.isfinite(guided).all()
     assert not torch.allclose(guided, _guided_rollout(CONTEXT_KV, 1.0), atol=1e-3)
     with pytest.raises(ValueError, match=r"context_kv has 1 rows; 1 video\(s\) at guidance_scale=3.0 need 2"):

@@ -204,7 +204,7 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
         "num_batches": len(events),
         "num_triggers": sum(bool(e["triggered"]) for e in events),
         "num_regenerations": sum(int(e["retries"]) for e in events),
-        "num_pruned_tokens": sum(int(e["num_pruned"]) for e in events),
+        "num_pruned_tokens": sum(int(e["num_pruned_tokens"]) for e in events),
         "status": "ok",
         "error": "",
     }

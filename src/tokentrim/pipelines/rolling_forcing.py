@@ -13,7 +13,7 @@ Official reference: `pipeline/rolling_forcing_inference.py::CausalInferencePipel
     frame (l. 234-244). Every block not yet at t_{K-1} is re-noised to its next level with fresh noise (l. 247-270);
     the window's first block leaves the window clean when it was at t_{K-1}: that is its final output.
   * One cache-refresh call on the window's first block's x0 at t = context_noise, which writes only that block
-    (l. 273-295). What each call attends to is the cache's business (`tokentrim.cache_rolling.RollingKVCache`).
+    (l. 273-295). What each call attends to is the cache's business (`tokentrim.caches.rolling.RollingKVCache`).
 
 TokenTrim on Rolling Forcing (our adaptation; the paper gives no code): the "batch" of TokenTrim is the block that
 becomes clean at a window step (window w >= K-1, block w-K+1), so batches are consecutive clean blocks and drift is
@@ -21,7 +21,8 @@ measured between them. The decision sits between the window's denoising call and
 trigger the unstable token positions S_t are removed from the cache (every cached frame except the sink by default,
 `trim.scope`), and the window step's denoising call is redone on the same input (`trim.regen_noise = "same"`; "fresh"
 redraws the window's newest pure-noise block when the window takes one). Pruned positions stay removed as the cache
-rolls. The accepted x0 feeds the re-noising and the refresh, as without TokenTrim.
+rolls. The accepted x0 feeds the re-noising and the refresh, as without TokenTrim. The action is Self Forcing's, run
+by `tokentrim.trim.controller.TrimController`; `RollingForcingBatch` is its handle on the window step.
 
 FlowMo (arXiv 2506.01144) guides the denoising calls of the first `init.steps` windows (ramp-up windows, which attend
 only to themselves): the guided variable is the whole window's noisy input, and the loss is taken over the window's
@@ -39,15 +40,15 @@ from dataclasses import dataclass
 
 import torch
 
-from tokentrim.cache_rolling import DENOISE, REFRESH, RollingKVCache
+from tokentrim.caches.rolling import DENOISE, REFRESH, RollingKVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
 from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
-from tokentrim.trim import Decision, TokenTrim
+from tokentrim.trim import TokenTrim
+from tokentrim.trim.controller import EventSink, TrimController
 
 logger = logging.getLogger(__name__)
 
 NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
-EventSink = Callable[[dict], None]
 
 
 @dataclass
@@ -154,19 +155,15 @@ class RollingForcingPipeline:
     Args:
         model: the causal DiT (frozen; put in eval mode and `requires_grad_(False)` here).
         config: `RollingForcingConfig`.
-        trim: a `TokenTrim` decider; None = no drift bookkeeping at all. `trim.drift_source` must be "final".
+        trim: a `TokenTrim` decider, run by a `tokentrim.trim.controller.TrimController`; None = no drift
+            bookkeeping at all. `trim.drift_source` must be "final".
         flowmo: a `tokentrim.init.flowmo.FlowMoConfig` or None; `steps` <= window_blocks.
     """
 
     def __init__(self, model: CausalWanModel, config: RollingForcingConfig, trim: TokenTrim | None = None, flowmo=None):
         self.model = model.eval().requires_grad_(False)
         self.config = config
-        self.trim = trim
-        if trim is not None and trim.cfg.drift_source != "final":
-            raise ValueError(
-                f"trim.drift_source must be 'final' for Rolling Forcing (a block's steps span {config.window_blocks} "
-                f"windows, so there is no early first-step abort), got {trim.cfg.drift_source!r}"
-            )
+        self.trim = trim  # checks it and sets the controller
         self.flowmo = flowmo if (flowmo is not None and flowmo.enabled and flowmo.steps > 0) else None
         if self.flowmo is not None and self.flowmo.steps > config.window_blocks:
             raise ValueError(
@@ -176,6 +173,20 @@ class RollingForcingPipeline:
         self.timesteps = warped_timesteps(list(config.denoising_steps), config.shift, config.warp_denoising_step)
         self.sigmas = [sigma_of(t, config.shift) for t in self.timesteps]
         self.num_model_calls = 0  # forwards of the last video (denoising + refresh + FlowMo), for tests/benchmarks
+
+    @property
+    def trim(self) -> TokenTrim | None:
+        return None if self.controller is None else self.controller.trim
+
+    @trim.setter
+    def trim(self, trim: TokenTrim | None) -> None:
+        """The decider and its controller (None: plain Rolling Forcing, e.g. for an untimed warm-up)."""
+        if trim is not None and trim.cfg.drift_source != "final":
+            raise ValueError(
+                f"trim.drift_source must be 'final' for Rolling Forcing (a block's steps span {self.config.window_blocks} "
+                f"windows, so there is no early first-step abort), got {trim.cfg.drift_source!r}"
+            )
+        self.controller = TrimController(trim) if trim is not None else None
 
     def new_cache(self, *, height: int, width: int, batch_size: int = 1) -> RollingKVCache:
         """An empty Rolling Forcing cache sized from the model and the latent size (N = (H/2)(W/2) tokens per frame)."""
@@ -214,7 +225,7 @@ class RollingForcingPipeline:
             noise_source: draws the re-noising noise, one `[B, F, C, H, W]` tensor per re-noised block, in window
                 order then block order (upstream draws a whole-window `randn_like` per block and keeps the block's
                 slice, l. 262-270; values differ from upstream's RNG stream, the order does not).
-            on_event: receives one dict per clean block (see `_event`).
+            on_event: receives one dict per clean block (`tokentrim.trim.controller.batch_event`, plus "window").
         Returns:
             latents `[B, T, C, H, W]`: each block's x0 from its last (t_{K-1}) pass.
         """
@@ -230,8 +241,8 @@ class RollingForcingPipeline:
         if self.trim is not None and batch_size != 1:
             raise ValueError(f"TokenTrim decides per video: batch size must be 1, got {batch_size}")
         cache = self.new_cache(height=height, width=width, batch_size=batch_size)
-        if self.trim is not None:
-            self.trim.reset()
+        if self.controller is not None:
+            self.controller.reset()
         self.num_model_calls = 0
         output = torch.zeros_like(noise)
         noisy = torch.zeros_like(noise)  # each block's input for its next window (upstream `noisy_cache`)
@@ -244,8 +255,9 @@ class RollingForcingPipeline:
                 x[:, -fb:] = noise[:, end - fb : end]
             # 2. Denoising call; TokenTrim on the block that becomes clean (may prune and redo the call)
             x0 = self._denoise_window(x, window, context_kv, cache)
-            if window.clean_block is not None and self.trim is not None:
-                x0 = self._trim_window(x, x0, window, context_kv, cache, noise_source, on_event)
+            if window.clean_block is not None and self.controller is not None:
+                batch = RollingForcingBatch(self, x, window, context_kv, cache, noise_source)
+                x0 = self.controller.step(batch, x0, on_event)
             output[:, start:end] = x0
             # 3. Re-noise every block that is not final to its next level (block order, as upstream)
             for j, level in enumerate(window.levels):
@@ -268,30 +280,6 @@ class RollingForcingPipeline:
         if self.flowmo is not None and window.index < self.flowmo.steps:
             x, flow = self._flowmo_step(x, flow, t_frames, sigma, context_kv, cache, start)
         return flow_to_x0(flow, x, sigma)
-
-    def _trim_window(self, x, x0, window, context_kv, cache, noise_source, on_event) -> torch.Tensor:
-        """TokenTrim on the clean block: decide; on a trigger prune the cache and redo the window's denoising call."""
-        cfg_trim, fb = self.trim.cfg, self.config.block_frames
-        start = window.start_block * fb
-        decision = self.trim.decide(self._tokens(x0[:, :fb]))
-        first = decision
-        retries, num_pruned, pruned = 0, 0, []
-        while decision.should_prune and retries < cfg_trim.max_retries:
-            cache.discard_staged()
-            num_pruned += cache.prune(decision.unstable, frames=self._prune_frames(cache, start))
-            pruned.append(decision.unstable)
-            retries += 1
-            if cfg_trim.regen_noise == "fresh" and window.fresh_block is not None:
-                x = x.clone()
-                x[:, -fb:] = noise_source(tuple(x[:, -fb:].shape))
-            x0 = self._denoise_window(x, window, context_kv, cache)
-            decision = self.trim.retest(self._tokens(x0[:, :fb]))
-            if not cfg_trim.retest:
-                break
-        self.trim.accept(decision)
-        if on_event is not None:
-            on_event(self._event(first, decision, retries, num_pruned, pruned, window, start, x.shape[-2:]))
-        return x0
 
     def _refresh(self, x0_block: torch.Tensor, context_kv: list, cache: RollingKVCache, start: int) -> None:
         """Write the block's clean K/V: one forward of its x0 at the context noise level (upstream l. 273-295)."""
@@ -341,35 +329,53 @@ class RollingForcingPipeline:
         """The block on the cache's token grid: [1, F, C, H, W] -> [F, N, 4C]."""
         return patchify_tokens(x0[0], self.model.config.patch_size[1:])
 
-    def _prune_frames(self, cache: RollingKVCache, start: int) -> list[int] | None:
-        scope = self.trim.cfg.scope
-        if scope == "all_but_sink":
-            return None
-        if scope == "last_batch":
-            return list(range(max(0, start - self.config.block_frames), start))
-        return cache.committed_frames()  # "all"
 
-    @staticmethod
-    def _event(first: Decision, final: Decision, retries: int, num_pruned: int, pruned: list, window: Window, start: int, hw) -> dict:
-        """The per-batch record written to events/<video>.jsonl (Self Forcing's keys plus "window")."""
-        height, width = hw
-        pruned_idx = torch.cat(pruned).tolist() if pruned else []
-        return {
-            "t": first.t,
-            "start_frame": start,
-            "window": window.index,
-            "D": first.values["D"],
-            "mu": first.values["mu"],
-            "sigma": first.values["sigma"],
-            "threshold": first.values["threshold"],
-            "is_warmup": first.is_warmup,
-            "is_tested": first.is_tested,
-            "triggered": first.should_prune,
-            "retries": retries,
-            "D_accepted": final.values["D"],
-            "num_pruned": num_pruned,
-            "pruned_indices": pruned_idx,
-            "decision_ms": first.decision_ms,
-            "grid": [height // 2, width // 2],
-            "drift": None if first.drift is None else first.drift.tolist(),
-        }
+@dataclass
+class RollingForcingBatch:
+    """TokenTrim's batch at a window step: the block that leaves the window clean (the window's first block). The
+    `tokentrim.trim.controller.TrimBatch` of the window step: its tokens are the clean block's x0, and regenerating
+    redoes the window's denoising call.
+
+    Args:
+        pipe: the pipeline (its denoising call).
+        x: `[B, F_w, C, H, W]` the window's input.
+        window: the window step.
+        context_kv, cache: the prompt's cross-attention K/V and the video's Rolling Forcing cache.
+        noise_source: draws fresh noise for a "fresh" regeneration.
+    """
+
+    pipe: RollingForcingPipeline
+    x: torch.Tensor
+    window: Window
+    context_kv: list
+    cache: RollingKVCache
+    noise_source: NoiseSource
+
+    @property
+    def num_frames(self) -> int:
+        return self.pipe.config.block_frames
+
+    @property
+    def start_frame(self) -> int:
+        return self.window.start_block * self.num_frames
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        _, ph, pw = self.pipe.model.config.patch_size
+        return self.x.shape[-2] // ph, self.x.shape[-1] // pw
+
+    def tokens(self, x0: torch.Tensor) -> torch.Tensor:
+        """The clean block of the window's x0 [B, F_w, C, H, W] on the token grid, [F, N, c]."""
+        return self.pipe._tokens(x0[:, : self.num_frames])
+
+    def regenerate(self, fresh_noise: bool, may_redo: bool) -> torch.Tensor:
+        """Redo the window's denoising call on the same input; "fresh" redraws the newest block's pure noise when the
+        window takes one (the other blocks' inputs are earlier windows' results)."""
+        fb = self.num_frames
+        if fresh_noise and self.window.fresh_block is not None:
+            self.x = self.x.clone()
+            self.x[:, -fb:] = self.noise_source(tuple(self.x[:, -fb:].shape))
+        return self.pipe._denoise_window(self.x, self.window, self.context_kv, self.cache)
+
+    def event_fields(self) -> dict:
+        return {"window": self.window.index}

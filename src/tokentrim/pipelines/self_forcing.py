@@ -5,8 +5,9 @@ Per block of F latent frames (3 by default), starting at absolute latent frame s
      between steps x_{t_{i+1}} = (1 - sigma_{i+1}) x0 + sigma_{i+1} eps, fresh eps each step (renoise_eta = 1,
      Self Forcing's sampler), or the model's own noise estimate eps_hat = x_t + (1 - sigma_i) v (renoise_eta = 0:
      the Euler step of the flow ODE), or a variance-preserving mix of the two; output = last x0;
-  2. TokenTrim decides on the block's x0 (or on the first step's x0): accept, or prune S_t from the cache and
-     regenerate the block (same noise by default), at most R times;
+  2. TokenTrim (`tokentrim.trim.controller`) decides on the block's x0, or on the first step's x0 (`trim.drift_source`,
+     `pipelines/drift_source.py`): accept, or prune S_t from the cache and regenerate the block (same noise by
+     default), at most R times; `SelfForcingBlock` is the controller's handle on the block;
   3. commit: one more forward of the clean x0 at the context noise level (t = 0) writes the block's K/V.
 The first block can be motion-stabilised by FlowMo (arXiv 2506.01144) on its first denoising step(s).
 
@@ -26,15 +27,16 @@ from dataclasses import dataclass
 
 import torch
 
-from tokentrim.cache import KVCache
+from tokentrim.caches.kv import KVCache
 from tokentrim.models.wan_causal import CausalWanModel, patchify_tokens
+from tokentrim.pipelines.drift_source import StepState, drift_source_for
 from tokentrim.pipelines.sampling import add_noise, denoising_step_list, flow_to_x0, sigma_of, warped_timesteps
-from tokentrim.trim import Decision, TokenTrim
+from tokentrim.trim import TokenTrim
+from tokentrim.trim.controller import EventSink, TrimController
 
 logger = logging.getLogger(__name__)
 
 NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
-EventSink = Callable[[dict], None]
 
 
 @dataclass
@@ -94,17 +96,28 @@ class SelfForcingPipeline:
     Args:
         model: the causal DiT (frozen; put in eval mode and `requires_grad_(False)` here).
         config: `SelfForcingConfig`.
-        trim: a `TokenTrim` decider; None = no drift bookkeeping at all.
+        trim: a `TokenTrim` decider, run by a `tokentrim.trim.controller.TrimController`; None = no drift
+            bookkeeping at all.
         flowmo: a `tokentrim.init.flowmo.FlowMoConfig` or None.
     """
 
     def __init__(self, model: CausalWanModel, config: SelfForcingConfig, trim: TokenTrim | None = None, flowmo=None):
         self.model = model.eval().requires_grad_(False)
         self.config = config
-        self.trim = trim
+        self.trim = trim  # sets the controller and the drift source
         self.flowmo = flowmo if (flowmo is not None and flowmo.enabled and flowmo.steps > 0) else None
         self.timesteps = warped_timesteps(list(config.denoising_steps), config.shift, config.warp_denoising_step)
         self.sigmas = [sigma_of(t, config.shift) for t in self.timesteps]
+
+    @property
+    def trim(self) -> TokenTrim | None:
+        return None if self.controller is None else self.controller.trim
+
+    @trim.setter
+    def trim(self, trim: TokenTrim | None) -> None:
+        """The decider, its controller and its drift source (None: plain Self Forcing, e.g. for an untimed warm-up)."""
+        self.controller = TrimController(trim) if trim is not None else None
+        self.drift_source = drift_source_for(trim.cfg.drift_source if trim is not None else "final")
 
     # ------------------------------------------------------------------------------------------ public
     @torch.no_grad()
@@ -123,7 +136,7 @@ class SelfForcingPipeline:
             context_kv: `model.encode_context(text_embeds)`.
             noise_source: draws the per-step re-noising noise (and fresh retry noise), `shape -> Tensor`;
                 seeded by the caller, e.g. `lambda s: torch.randn(s, generator=g, device=..., dtype=...)`.
-            on_event: receives one dict per block (see `_event`).
+            on_event: receives one dict per block (`tokentrim.trim.controller.batch_event`).
         Returns:
             latents `[B, T, C, H, W]`: the accepted x0 of every block.
         """
@@ -142,92 +155,46 @@ class SelfForcingPipeline:
             height=height, width=width, max_frames=cfg.max_frames, block_frames=cfg.block_frames,
             sink_frames=cfg.sink_frames, batch_size=branches * batch_size,
         )
-        if self.trim is not None:
-            self.trim.reset()
+        if self.controller is not None:
+            self.controller.reset()
         output = torch.zeros_like(noise)
         num_blocks = num_frames // cfg.block_frames
-        for block in range(num_blocks):
-            start = block * cfg.block_frames
-            block_noise = noise[:, start : start + cfg.block_frames]
-            x0 = self._generate_block(block_noise, context_kv, cache, start, block == 0, noise_source, on_event)
+        for index in range(num_blocks):
+            start = index * cfg.block_frames
+            block = SelfForcingBlock(self, noise[:, start : start + cfg.block_frames], context_kv, cache, start,
+                                     index == 0, noise_source)
+            # 1. Denoise the block (up to the drift source's test point while a trigger could still redo it)
+            state = block.sample(may_redo=self.controller is not None and self.controller.may_redo(retries=0))
+            # 2. TokenTrim: decide; on a trigger prune the cache and regenerate the block (at most R times)
+            if self.controller is not None:
+                state = self.controller.step(block, state, on_event)
+            # 3. The accepted x0 (remaining steps run now), then its clean K/V; the last block's would never be read
+            x0 = block.finish(state)
             output[:, start : start + cfg.block_frames] = x0
-            if block < num_blocks - 1:  # the last block's K/V would never be read
+            if index < num_blocks - 1:
                 self._commit(x0, context_kv, cache, start)
         return output
 
     # ------------------------------------------------------------------------------------------ steps
-    def _generate_block(
-        self,
-        block_noise: torch.Tensor,
-        context_kv: list,
-        cache: KVCache,
-        start: int,
-        is_first_block: bool,
-        noise_source: NoiseSource,
-        on_event: EventSink | None,
-    ) -> torch.Tensor:
-        """Denoise one block, let TokenTrim decide, regenerate on a trigger. Returns the accepted x0 [B, F, C, H, W]."""
-        cfg_trim = self.trim.cfg if self.trim is not None else None
-        shape = tuple(block_noise.shape)
-        renoise = [noise_source(shape) for _ in self.timesteps[1:]]
-        first_step_only = cfg_trim is not None and cfg_trim.drift_source == "first_step"
-        x0, first_step = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, first_step_only)
-        if self.trim is None:
-            return x0
-
-        decision = self.trim.decide(self._tokens(first_step[0] if first_step_only else x0))
-        first = decision
-        retries, num_pruned, pruned = 0, 0, []
-        while decision.should_prune and retries < cfg_trim.max_retries:
-            cache.discard_staged()
-            num_pruned += cache.prune(decision.unstable, frames=self._prune_frames(cache, start))
-            pruned.append(decision.unstable)
-            retries += 1
-            if cfg_trim.regen_noise == "fresh":
-                block_noise = noise_source(shape)
-                renoise = [noise_source(shape) for _ in self.timesteps[1:]]
-            # with first-step tests, a regeneration that may be re-tested and retried stops after step 1 too
-            may_retry = first_step_only and cfg_trim.retest and retries < cfg_trim.max_retries
-            x0, first_step = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, may_retry)
-            decision = self.trim.retest(self._tokens(first_step[0] if first_step_only else x0))
-            if not cfg_trim.retest:
-                break
-        if first_step_only and x0 is None:  # accepted on the first step: finish the remaining steps (no redo of step 1)
-            x0, _ = self._denoise(block_noise, renoise, context_kv, cache, start, is_first_block, False,
-                                  resume=first_step)
-        self.trim.accept(decision)
-        if on_event is not None:
-            on_event(self._event(first, decision, retries, num_pruned, pruned, start, block_noise.shape[-2:]))
-        return x0
-
-    def _denoise(self, x, renoise, context_kv, cache, start, is_first_block, first_step_only, resume=None):
-        """Few-step x0 sampling of one block. Returns (final x0 or None if stopped after step 1, first step), the
-        first step being (its x0, the x_t it denoised) [B, F, C, H, W] each.
-
-        `resume`: the first step of a call stopped after step 1; sampling resumes at step 2 from it.
-        """
+    def _denoise(self, block: SelfForcingBlock, steps: range, state: StepState | None = None) -> StepState:
+        """Few-step x0 sampling of one block: denoising steps `steps`, from the block's initial noise (steps.start
+        = 0) or from `state`, the block denoised up to step steps.start. Each step: x0 = x_t - sigma_i v(x_t); the
+        next step's input re-noises it, x_{t_{i+1}} = (1 - sigma_{i+1}) x0 + sigma_{i+1} eps_i (`_next_noise`)."""
+        x, x0, first_x0 = (block.noise, None, None) if state is None else (state.x_t, state.x0, state.first_x0)
         batch_size, num_frames = x.shape[:2]
-        cache.begin_block(start, num_frames * cache.tokens_per_frame)
-        x0, first_step, first_index = None, resume, 0
-        if resume is not None:
-            first_index = 1
-            if len(self.timesteps) > 1:
-                noise = self._next_noise(renoise[0], resume[1], resume[0], self.sigmas[0])
-                x = add_noise(resume[0], noise, self.sigmas[1])
-        for i in range(first_index, len(self.timesteps)):
+        block.cache.begin_block(block.start_frame, num_frames * block.cache.tokens_per_frame)
+        for i in steps:
+            if i > 0:  # re-noise the previous step's x0 to this step's level
+                x = add_noise(x0, self._next_noise(block.renoise[i - 1], x, x0, self.sigmas[i - 1]), self.sigmas[i])
             t, sigma = self.timesteps[i], self.sigmas[i]
             t_frames = torch.full((batch_size, num_frames), t, device=x.device, dtype=torch.float32)  # [B, F]
-            flow = self._flow(x, t_frames, context_kv, start, cache)
-            if is_first_block and self.flowmo is not None and i < self.flowmo.steps:
-                x, flow = self._flowmo_step(x, flow, t_frames, sigma, context_kv, cache, start)
+            flow = self._flow(x, t_frames, block.context_kv, block.start_frame, block.cache)
+            if block.is_first and self.flowmo is not None and i < self.flowmo.steps:
+                x, flow = self._flowmo_step(x, flow, t_frames, sigma, block.context_kv, block.cache, block.start_frame)
             x0 = flow_to_x0(flow, x, sigma)
             if i == 0:
-                first_step = (x0, x)
-                if first_step_only:
-                    return None, first_step
-            if i < len(self.timesteps) - 1:
-                x = add_noise(x0, self._next_noise(renoise[i], x, x0, sigma), self.sigmas[i + 1])
-        return x0, first_step
+                first_x0 = x0
+        return StepState(steps.stop, x, x0, first_x0)
 
     def _next_noise(self, fresh: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, sigma: float) -> torch.Tensor:
         """The noise that re-noises x0 for the next step: fresh (eta = 1), the model's estimate of x_t's noise
@@ -283,34 +250,65 @@ class SelfForcingPipeline:
         """The block on the cache's token grid: [1, F, C, H, W] -> [F, N, 4C]."""
         return patchify_tokens(x0[0], self.model.config.patch_size[1:])
 
-    def _prune_frames(self, cache: KVCache, start: int) -> list[int] | None:
-        scope = self.trim.cfg.scope
-        if scope == "all_but_sink":
-            return None
-        if scope == "last_batch":
-            return list(range(max(0, start - self.config.block_frames), start))
-        return cache.committed_frames()  # "all"
 
-    @staticmethod
-    def _event(first: Decision, final: Decision, retries: int, num_pruned: int, pruned: list, start: int, hw) -> dict:
-        """The per-batch record written to events/<video>.jsonl (floats already on the host)."""
-        height, width = hw
-        pruned_idx = torch.cat(pruned).tolist() if pruned else []
-        return {
-            "t": first.t,
-            "start_frame": start,
-            "D": first.values["D"],
-            "mu": first.values["mu"],
-            "sigma": first.values["sigma"],
-            "threshold": first.values["threshold"],
-            "is_warmup": first.is_warmup,
-            "is_tested": first.is_tested,
-            "triggered": first.should_prune,
-            "retries": retries,
-            "D_accepted": final.values["D"],
-            "num_pruned": num_pruned,
-            "pruned_indices": pruned_idx,
-            "decision_ms": first.decision_ms,
-            "grid": [height // 2, width // 2],
-            "drift": None if first.drift is None else first.drift.tolist(),
-        }
+@dataclass
+class SelfForcingBlock:
+    """One block of F latent frames being generated: what it is denoised from and against. Also the block's
+    `tokentrim.trim.controller.TrimBatch` (the controller's handle to test, prune for and regenerate it).
+
+    Args:
+        pipe: the pipeline (its sampler steps and drift source).
+        noise: `[B, F, C, H, W]` the block's initial noise.
+        context_kv, cache: the prompt's cross-attention K/V and the video's KV cache.
+        start_frame: absolute latent frame of the block's first frame.
+        is_first: the video's first block (FlowMo guides it).
+        noise_source: draws re-noising and fresh retry noise.
+    """
+
+    pipe: SelfForcingPipeline
+    noise: torch.Tensor
+    context_kv: list
+    cache: KVCache
+    start_frame: int
+    is_first: bool
+    noise_source: NoiseSource
+
+    def __post_init__(self) -> None:
+        self.renoise = self._draw_renoise()  # K-1 x [B, F, C, H, W]: eps_i re-noising step i's x0 for step i+1
+
+    @property
+    def num_frames(self) -> int:
+        return self.noise.shape[1]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        _, ph, pw = self.pipe.model.config.patch_size
+        return self.noise.shape[-2] // ph, self.noise.shape[-1] // pw
+
+    def sample(self, may_redo: bool) -> StepState:
+        """Denoise from the block's noise up to the drift source's test point."""
+        steps = self.pipe.drift_source.steps_before_test(len(self.pipe.timesteps), may_redo)
+        return self.pipe._denoise(self, range(steps))
+
+    def finish(self, state: StepState) -> torch.Tensor:
+        """The block's final x0 [B, F, C, H, W]: a sample stopped before the last step continues where it stopped."""
+        num_steps = len(self.pipe.timesteps)
+        if state.steps_done < num_steps:
+            state = self.pipe._denoise(self, range(state.steps_done, num_steps), state)
+        return state.x0
+
+    # ---------------------------------------------------------------- TrimBatch
+    def tokens(self, state: StepState) -> torch.Tensor:
+        return self.pipe._tokens(self.pipe.drift_source.tested(state))
+
+    def regenerate(self, fresh_noise: bool, may_redo: bool) -> StepState:
+        if fresh_noise:  # new initial noise, then new re-noising draws (the draw order of a first sample)
+            self.noise = self.noise_source(tuple(self.noise.shape))
+            self.renoise = self._draw_renoise()
+        return self.sample(may_redo)
+
+    def event_fields(self) -> dict:
+        return {}
+
+    def _draw_renoise(self) -> list[torch.Tensor]:
+        return [self.noise_source(tuple(self.noise.shape)) for _ in self.pipe.timesteps[1:]]

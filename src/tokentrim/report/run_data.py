@@ -32,7 +32,8 @@ VIDEOS_COLUMNS: tuple[str, ...] = (
 )
 SCORES_COLUMNS: tuple[str, ...] = ("video", "clip", "dimension", "score", "error", "scorer", "content_hash")
 EVENT_SCALARS: tuple[str, ...] = (
-    "video", "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned", "decision_ms",
+    "video", "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned_tokens",
+    "num_pruned_entries", "decision_ms",
 )
 MAX_SEARCH_DEPTH = 4
 # config leaves never treated as swept parameters (they differ between runs without being ablation knobs)
@@ -187,7 +188,9 @@ def read_events_dir(events_dir: Path) -> pd.DataFrame:
     for column in columns:
         if column not in events.columns:
             events[column] = None
-    for column in ("t", "D", "mu", "sigma", "threshold", "retries", "num_pruned", "decision_ms"):
+    numeric = ("t", "D", "mu", "sigma", "threshold", "retries", "num_pruned_tokens", "num_pruned_entries",
+               "decision_ms")
+    for column in numeric:
         events[column] = pd.to_numeric(events[column], errors="coerce")
     for column in ("is_warmup", "triggered"):
         events[column] = events[column].fillna(False).astype(bool)

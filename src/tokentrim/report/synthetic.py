@@ -76,7 +76,7 @@ def drift_events(
     for t in range(num_batches):
         if t == 0:
             rows.append({"t": 0, "D": None, "mu": None, "sigma": None, "threshold": None, "is_warmup": True,
-                         "triggered": False, "retries": 0, "num_pruned": 0, "pruned_indices": [], "decision_ms": 0.1,
+                         "triggered": False, "retries": 0, "num_pruned_tokens": 0, "pruned_indices": [], "decision_ms": 0.1,
                          "drift": [], "grid": list(grid)})
             continue
         drift = np.abs(rng.normal(1.0, 0.2, size=num_tokens))  # [N]
@@ -93,7 +93,7 @@ def drift_events(
         if not triggered:
             accepted.append(severity)
         rows.append({"t": t, "D": severity, "mu": mu, "sigma": sigma, "threshold": threshold, "is_warmup": is_warmup,
-                     "triggered": bool(triggered), "retries": int(triggered), "num_pruned": k if triggered else 0,
+                     "triggered": bool(triggered), "retries": int(triggered), "num_pruned_tokens": k if triggered else 0,
                      "pruned_indices": sorted(int(i) for i in top) if triggered else [], "decision_ms": 0.2,
                      "drift": [round(float(x), 5) for x in drift], "grid": list(grid)})
     return rows
@@ -130,12 +130,12 @@ def synthetic_run_dir(
                               spike_at=(num_batches - 2,) if is_trim else ()) if num_batches else []
             if not is_trim:
                 for row in ev:
-                    row.update(triggered=False, retries=0, num_pruned=0, pruned_indices=[])
+                    row.update(triggered=False, retries=0, num_pruned_tokens=0, pruned_indices=[])
             triggers = sum(r["triggered"] for r in ev)
             videos.append({"video": video, "prompt": prompt, "seed": s, "backbone": backbone, "trim": trim,
                            "init": init, "wall_s": wall_s * rng.uniform(0.95, 1.05), "num_batches": num_batches,
                            "num_triggers": triggers, "num_regenerations": triggers,
-                           "num_pruned_tokens": sum(r["num_pruned"] for r in ev)})
+                           "num_pruned_tokens": sum(r["num_pruned_tokens"] for r in ev)})
             for dim in dimensions:
                 for clip in range(clips_per_video):
                     value = float(np.clip(prompt_base[prompt] + rng.normal(0, 0.02) + score_shift, 0.0, 1.0))

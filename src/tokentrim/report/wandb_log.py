@@ -184,8 +184,8 @@ class WandbLogger:
         if events.empty:
             return
         order = {v: i for i, v in enumerate(ok)}
-        scalar_cols = ["video", "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries", "num_pruned",
-                       "decision_ms"]
+        scalar_cols = ["video", "t", "D", "mu", "sigma", "threshold", "is_warmup", "triggered", "retries",
+                       "num_pruned_tokens", "num_pruned_entries", "decision_ms"]
         series = events[scalar_cols].copy()
         series["video_index"] = series["video"].map(order)
         series = series.sort_values(["video_index", "t"], kind="stable")

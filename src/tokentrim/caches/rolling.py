@@ -1,7 +1,7 @@
 """Rolling Forcing's self-attention KV cache: an attention sink re-roped in front of a rolling working cache.
 
 Rolling Forcing (Liu et al. 2025, `TencentARC/RollingForcing`) denoises a window of up to 5 blocks jointly and keeps a
-cache of clean K/V whose semantics differ from Self Forcing's (`tokentrim.cache.KVCache`). Official reference:
+cache of clean K/V whose semantics differ from Self Forcing's (`tokentrim.caches.kv.KVCache`). Official reference:
 `wan/modules/causal_model.py::CausalWanSelfAttention.forward`, kv-cache branch (lines 195-300 @ a1477d0):
 
 * Every call writes only the *first block* of its input (`block_frames` frames) into the cache (l. 206-239); a call
@@ -38,21 +38,15 @@ Letters: Y layers, B batch, n heads, d head dim, N tokens per latent frame, L to
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 
-from tokentrim.cache import CacheSnapshot, CachedEntries
-from tokentrim.models.wan_causal import apply_rope, rope_angles
-
-logger = logging.getLogger(__name__)
+from tokentrim.caches.entries import CachedEntries
+from tokentrim.models.rope import apply_rope, rope_angles
 
 DENOISE = "denoise"
 REFRESH = "refresh"
-
-
-RollingCacheSnapshot = CacheSnapshot  # the committed state is the shared `CachedEntries` snapshot
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ class RollingKVCache(CachedEntries):
         max_attention_frames (`int`, default 21): frames one call attends to at most (its own frames included).
         batch_size (`int`), device, dtype: buffer placement.
         token_major (`bool`, default False): the buffers' memory order, and that of the K/V a call attends to
-            (see `tokentrim.cache`).
+            (see `tokentrim.caches.entries`).
     """
 
     def __init__(
