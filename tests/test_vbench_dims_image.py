@@ -8,8 +8,11 @@ The frame rate of each suite is set by the network's CPU cost (frames per side =
 DINO at 224x373 and MUSIQ 4 fps, CLIP ViT-B/32 the standard 8 fps.
 """
 
+import importlib
+
 import pytest
 
+from tokentrim.scoring.standins import family_of
 from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
 from vbench_parity import assert_equal_per_video, score_and_direct
 
@@ -32,6 +35,15 @@ def test_check_says_ready_on_standins_and_names_the_files_when_empty(vbench_stan
         assert not empty[dim].is_ready
         for req in required_files(dim, empty_roots):
             assert str(req.path) in empty[dim].one_line()
+
+
+@pytest.mark.parametrize("family", ["dino", "clip_models", "musiq", "raft", "amt"])
+def test_family_writes_exactly_the_files_its_dimensions_require(vbench_standins, family):
+    module = importlib.import_module(f"tokentrim.scoring.standins.{family}")
+    roots = vbench_standins(module.DIMENSIONS)
+    required = {req.path for dim in module.DIMENSIONS for req in required_files(dim, roots)}
+    assert set(module.write(roots, seed=0)) == required  # files already complete: kept, not rewritten
+    assert all(family_of(dim) == family for dim in module.DIMENSIONS)
 
 
 @pytest.mark.parametrize("dimension", DIMENSIONS)
