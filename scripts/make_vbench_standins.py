@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = check_dimensions(dims, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
     print(f"stand-in weights (seed {args.seed}; scores mean nothing) under {args.out_dir}:")
     print(f"  VBENCH_CACHE_DIR={roots.cache_dir}\n  TORCH_HOME={roots.torch_home}\n  HF_HOME={roots.hf_home}")
-    print(f"tokentrim vbench-check scorer.cache_dir={roots.cache_dir} scorer.torch_home={roots.torch_home} "
+    print(f"tokentrim vbench-check scorer=vbench scorer.cache_dir={roots.cache_dir} scorer.torch_home={roots.torch_home} "
           f"scorer.hf_home={roots.hf_home}")
     print(format_check(status))
     without = [dim for dim in dims if family_of(dim) is None and not status[dim].is_ready]

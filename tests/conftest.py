@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -11,14 +12,16 @@ from tokentrim.scoring.weights import WeightRoots
 
 
 @pytest.fixture(scope="session")
-def vbench_standins(tmp_path_factory) -> Callable[[Sequence[str]], WeightRoots]:
+def vbench_standins(tmp_path_factory) -> Iterator[Callable[[Sequence[str]], WeightRoots]]:
     """`get(dimensions) -> WeightRoots`: the stand-in files those dimensions need, in one session-wide folder.
 
-    Each family is written at most once per session (the family writers skip complete files), seed 0.
+    Each family is written at most once per session (the family writers skip complete files), seed 0. The folder
+    (several GB with CLIP ViT-L/14) is removed at the end of the session rather than left to pytest's temp rotation.
     """
     out = tmp_path_factory.mktemp("vbench_standins")
 
     def get(dimensions: Sequence[str]) -> WeightRoots:
         return write_standins(out, list(dimensions), seed=0)
 
-    return get
+    yield get
+    shutil.rmtree(out, ignore_errors=True)

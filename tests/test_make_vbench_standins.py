@@ -17,7 +17,7 @@ def test_writes_raft_says_ready_and_keeps_files_on_rerun(tmp_path, capsys):
     out = tmp_path / "standins"
     assert load_script().main([str(out), "--dimensions", "dynamic_degree", "--seed", "3"]) == 0
     text = capsys.readouterr().out
-    assert "dynamic_degree: ready" in text and f"scorer.cache_dir={out / 'vbench'}" in text
+    assert "dynamic_degree: ready" in text and f"scorer=vbench scorer.cache_dir={out / 'vbench'}" in text
     checkpoint = out / "vbench" / "raft_model" / "models" / "raft-things.pth"
     stamp = checkpoint.stat().st_mtime_ns
     assert not [path for path in checkpoint.parent.iterdir() if path.name.startswith(".")]  # no temp file left

@@ -102,10 +102,14 @@ class VisionTransformer(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        """[1, 1 + grid_h * grid_w, dim]: the class position plus the patch grid resized to (grid_h, grid_w)."""
+    def position_embedding(self, height: int, width: int) -> torch.Tensor:
+        """[1, 1 + gh * gw, dim] for an image of height x width pixels: the class position plus the patch grid resized
+        to (gh, gw) = (height // p, width // p). Kept as trained only for a square image of the trained grid (DINO's
+        test compares pixels, so a 224x230 image is resized too)."""
         trained = self.pos_embed.shape[1] - 1
-        if grid_h * grid_w == trained and grid_h == grid_w:
+        size = self.patch_embed.patch_size
+        grid_h, grid_w = height // size, width // size
+        if grid_h * grid_w == trained and height == width:
             return self.pos_embed
         side = int(math.sqrt(trained))
         dim = self.pos_embed.shape[-1]
@@ -118,10 +122,9 @@ class VisionTransformer(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = images.shape
-        size = self.patch_embed.patch_size
         tokens = self.patch_embed(images)  # [B, gh * gw, dim]
         tokens = torch.cat((self.cls_token.expand(batch, -1, -1), tokens), dim=1)  # [B, 1 + gh * gw, dim]
-        tokens = tokens + self.position_embedding(height // size, width // size)
+        tokens = tokens + self.position_embedding(height, width)
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)[:, 0]  # [B, dim]
