@@ -1,0 +1,58 @@
+"""Per-frame image networks on stand-in weights: subject_consistency (DINO ViT-B/16), background_consistency and
+appearance_style (CLIP ViT-B/32), aesthetic_quality (CLIP ViT-L/14 + LAION head), imaging_quality (MUSIQ).
+
+For each: `score_videos` on a 2-s video (whole-video row) and a 5.5-s one (VBench-Long: three 2-s clips) gives finite
+scores whose `raw_score` equals vbench 0.1.5's own `VBench(...).evaluate` on the same files, exactly.
+appearance_style reads `auxiliary_info`, so it runs with two prompts of VBench_full_info.json in vbench_standard mode.
+The frame rate of each suite is set by the network's CPU cost (frames per side = 8 x fps): ViT-L/14 gets 2 fps,
+DINO at 224x373 and MUSIQ 4 fps, CLIP ViT-B/32 the standard 8 fps.
+"""
+
+import importlib
+
+import pytest
+
+from tokentrim.scoring.standins import family_of
+from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
+from vbench_parity import assert_equal_per_video, score_and_direct
+
+DIMENSIONS = ("subject_consistency", "background_consistency", "appearance_style", "aesthetic_quality",
+              "imaging_quality")
+SUITES = {"subject_consistency": {"fps": 4}, "background_consistency": {}, "appearance_style": {},
+          "aesthetic_quality": {"fps": 2}, "imaging_quality": {"fps": 4}}
+STYLE_PROMPTS = ("A beautiful coastal beach in spring, waves lapping on sand, Van Gogh style",
+                 "A beautiful coastal beach in spring, waves lapping on sand, oil painting")
+
+
+def test_check_says_ready_on_standins_and_names_the_files_when_empty(vbench_standins, tmp_path):
+    roots = vbench_standins(DIMENSIONS)
+    status = check_dimensions(DIMENSIONS, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
+    assert all(status[dim].is_ready for dim in DIMENSIONS), [item.one_line() for item in status.values()]
+    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
+    empty = check_dimensions(DIMENSIONS, cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
+                             hf_home=empty_roots.hf_home)
+    for dim in DIMENSIONS:
+        assert not empty[dim].is_ready
+        for req in required_files(dim, empty_roots):
+            assert str(req.path) in empty[dim].one_line()
+
+
+@pytest.mark.parametrize("family", ["dino", "clip_models", "musiq", "raft", "amt"])
+def test_family_writes_exactly_the_files_its_dimensions_require(vbench_standins, family):
+    module = importlib.import_module(f"tokentrim.scoring.standins.{family}")
+    roots = vbench_standins(module.DIMENSIONS)
+    required = {req.path for dim in module.DIMENSIONS for req in required_files(dim, roots)}
+    assert set(module.write(roots, seed=0)) == required  # files already complete: kept, not rewritten
+    assert all(family_of(dim) == family for dim in module.DIMENSIONS)
+
+
+@pytest.mark.parametrize("dimension", DIMENSIONS)
+def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path, dimension):
+    roots = vbench_standins([dimension])
+    standard = dimension == "appearance_style"
+    parity = score_and_direct(tmp_path, dimension, roots, suite=SUITES[dimension],
+                              **({"prompts": STYLE_PROMPTS, "mode": "vbench_standard"} if standard else {}))
+    assert_equal_per_video(parity)
+    values = sorted({row["raw_score"] for row in parity.ours.values()})
+    assert len(values) > 1, values  # the random networks still tell the files apart
+    print(f"{dimension}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s, raw {values}")
