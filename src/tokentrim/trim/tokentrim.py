@@ -99,6 +99,13 @@ def check_trim_config(cfg: TokenTrimConfig) -> None:
         if value not in allowed:
             raise ValueError(f"trim.{key} must be one of {list(allowed)}, got {value!r}")
 
+    for key in ("p", "lam", "sigma_floor", "dynamic_p_max"):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"trim.{key} must be a number, got {value!r}")
+    for key in ("enabled", "retest", "dynamic_p"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise ValueError(f"trim.{key} must be true or false, got {getattr(cfg, key)!r}")
     if not 0.0 < cfg.p <= 1.0:
         raise ValueError(f"trim.p must be in (0, 1], got {cfg.p}")
     if not cfg.lam >= 0:  # also rejects NaN
