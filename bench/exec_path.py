@@ -3,8 +3,9 @@ requested lever fell back (issue 19 item 7). A bench calls `start()` before buil
 its timed work, stores the dict in its results under "execution_path", writes its results, then `fail_if_fell_back`.
 
 Observables (CausalWanModel, src/tokentrim/models/wan_causal.py and cuda_graphs.py, vae_decode_fusion.py):
-  * compile_blocks: the blocks' compiled region functions are installed, and torch._dynamo compiled graphs in this
-    process (counters["stats"]["unique_graphs"] grew; graph breaks counted). Requested and no graph = eager ran.
+  * compile_blocks: the blocks' compiled region functions are installed, and dynamo holds compiled code for both
+    regions (its cache entries for their code objects; graphs compiled and graph breaks in the bench's span are
+    recorded too). Requested and no compiled code = eager ran.
   * attention_kv_splits: per layer, `CausalSelfAttention.kv_splits` (reset to 1 when a split call failed, with a
     warning) and the counts of calls that ran split vs as one call (`split_kv_calls`, `one_call_calls`; calls whose
     key length does not divide evenly run as one call by design). Requested and a layer reset, or no split call at
@@ -23,35 +24,48 @@ import sys
 import torch
 
 
-def _dynamo_counts() -> dict[str, int]:
+def counts(model=None) -> dict[str, int]:
+    """The process's compile counters and `model`'s attention-path counters now (compare in `observe`)."""
     from torch._dynamo.utils import counters
 
+    attention = [block.self_attn for block in model.blocks] if model is not None else []
     return {"unique_graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values()))}
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "split_calls": sum(a.split_kv_calls for a in attention),
+            "one_calls": sum(a.one_call_calls for a in attention)}
 
 
-def start() -> dict[str, int]:
-    """The process's compile counters before the bench's work (compare in `observe`)."""
-    return _dynamo_counts()
+def start(model=None) -> dict[str, int]:
+    """The counters before the bench's work (a model built later starts its attention counters at 0)."""
+    return counts(model)
+
+
+def _compiled_regions(model) -> bool:
+    """Whether dynamo holds compiled code for every block's two regions (the compiled wrappers ran and compiled)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    block = model.blocks[0]
+    codes = [type(block).before_attention.__code__, type(block).after_attention.__code__]
+    return all(len(_debug_get_cache_entry_list(code)) > 0 for code in codes)
 
 
 def observe(model, before: dict[str, int], *, fused_norm_used: bool = False) -> dict:
-    """The path `model` (a CausalWanModel) ran since `start()` returned `before`. JSON-ready."""
+    """The path `model` (a CausalWanModel) ran since `before = start(...)` / `counts(model)`. JSON-ready."""
     speed = model.speed
-    attention = [block.self_attn for block in model.blocks]
-    dynamo = _dynamo_counts()
+    now = counts(model)
     path: dict = {"requested": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(speed).items()}}
     path["compile_blocks"] = {
         "requested": speed.compile_blocks,
         "installed": all(block._before_fn is not None for block in model.blocks),
-        "graphs_compiled": dynamo["unique_graphs"] - before["unique_graphs"],
-        "graph_breaks": dynamo["graph_breaks"] - before["graph_breaks"],
+        "compiled_code": _compiled_regions(model),
+        "graphs_compiled": now["unique_graphs"] - before["unique_graphs"],
+        "graph_breaks": now["graph_breaks"] - before["graph_breaks"],
     }
     path["attention_kv_splits"] = {
         "requested": speed.attention_kv_splits,
-        "layers_reset_to_one_call": sum(a.kv_splits != speed.attention_kv_splits for a in attention),
-        "split_calls": sum(a.split_kv_calls for a in attention),
-        "one_calls": sum(a.one_call_calls for a in attention),
+        "layers_reset_to_one_call": sum(b.self_attn.kv_splits != speed.attention_kv_splits for b in model.blocks),
+        "split_calls": now["split_calls"] - before["split_calls"],
+        "one_calls": now["one_calls"] - before["one_calls"],
     }
     graphs = getattr(model, "_graphs", None)
     path["cuda_graphs"] = {
@@ -69,11 +83,25 @@ def observe(model, before: dict[str, int], *, fused_norm_used: bool = False) -> 
     return path
 
 
+def accumulate(total: dict | None, path: dict) -> dict:
+    """Two observations of one lever setting (e.g. the videos of one bench variant) as one: call counts summed,
+    flags and states from the later one, fallbacks recomputed."""
+    if total is None:
+        return path
+    merged = {**path, "attention_kv_splits": dict(path["attention_kv_splits"]), "compile_blocks": dict(path["compile_blocks"])}
+    for key in ("split_calls", "one_calls"):
+        merged["attention_kv_splits"][key] += total["attention_kv_splits"][key]
+    for key in ("graphs_compiled", "graph_breaks"):
+        merged["compile_blocks"][key] += total["compile_blocks"][key]
+    merged["fell_back"] = fell_back(merged)
+    return merged
+
+
 def fell_back(path: dict) -> list[str]:
     """Each requested lever that did not run as requested, as a short phrase."""
     reasons = []
     compiled = path["compile_blocks"]
-    if compiled["requested"] and not (compiled["installed"] and compiled["graphs_compiled"] > 0):
+    if compiled["requested"] and not (compiled["installed"] and compiled["compiled_code"]):
         reasons.append("compile_blocks: no graph compiled (eager ran)")
     splits = path["attention_kv_splits"]
     if splits["requested"] > 1:
