@@ -20,10 +20,9 @@ severity (the FlowMo-initialised first batch has none), so W counts severities, 
   they are, which is the premature pruning the paper's ablation measures. `sigma_floor` (sigma >= sigma_floor * mu,
   default 0 = off) is the one separate guard against a too-small sigma.
   The former `min_history` knob (severities required before any test, default 2) is gone: with the warm-up counted
-  in severities it was the same quantity twice (first tested batch = max(W, min_history) + 2). What changed:
-  the paper defaults (W = 2, min_history 2) test from batch 4 as before, with the same trigger set; W = 0 and 1 now
-  test from batches 2 and 3 (before: both from batch 4, identical to W = 2); W >= 3 tests from batch W + 2 (before
-  W + 1). A batch is flagged `is_warmup` while its severity only feeds the statistics (and batch 1 when W > 0).
+  in severities it is the same quantity as W. Before, the first tested batch was max(W + 1, min_history + 2), so
+  W = 0, 1, 2 all tested from batch 4. What changed: the paper defaults (W = 2) test from batch 4 as before, with the
+  same trigger set; W = 0 and 1 now test from batches 2 and 3; W >= 3 tests from batch W + 2 (before W + 1). A batch is flagged `is_warmup` while its severity only feeds the statistics (and batch 1 when W > 0).
 
 Other resolutions of what the paper leaves open (see README "The TokenTrim rule as implemented"):
   * Z_{t-1} is the summary of the previous *accepted* batch.
