@@ -15,10 +15,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(out: Path, *flags: str) -> subprocess.CompletedProcess:
+def run_bench(out: Path, *flags: str, frames: int = 12) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     return subprocess.run([sys.executable, str(ROOT / "bench/overhead.py"), *flags, "--out", str(out), "--",
-                           "num_latent_frames=12"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                           f"num_latent_frames={frames}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
 
 
 def test_overhead_bench_measures_against_no_decider_and_reports_monitoring_separately(tmp_path):
@@ -45,7 +45,7 @@ def test_overhead_bench_measures_against_no_decider_and_reports_monitoring_separ
 
 def test_a_requested_split_kv_that_never_splits_fails_the_bench_in_one_line(tmp_path):
     """kvsplit7 on the tiny model: no key length divides by 7, so every call runs as one call (the fallback)."""
-    proc = run_bench(tmp_path, "--repeats", "1", "--variants", "no_decider", "--speed", "tokmajor+kvsplit7")
+    proc = run_bench(tmp_path, "--repeats", "1", "--variants", "no_decider", "--speed", "tokmajor+kvsplit7", frames=6)
     assert proc.returncode == 3
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("overhead.py:")]
     assert line.startswith("overhead.py: requested lever fell back: attention_kv_splits=7: no call ran split")
