@@ -55,7 +55,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_config import with_config_defaults  # noqa: E402  (bench-only helper)
+import exec_path  # noqa: E402  (bench-only helpers)
+from bench_config import with_config_defaults  # noqa: E402
 
 from tokentrim.env_info import collect_env  # noqa: E402
 from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict  # noqa: E402
@@ -389,6 +390,8 @@ class Bench:
         self.official = None
         self.variants = {name: parse_variant(name) for name in args.ours_variants.split(",")}
         self.best_variant = next(iter(self.variants))
+        self.paths: dict[str, dict] = {}  # ours variant -> the execution path its videos ran (bench/exec_path.py)
+        self.record["execution_path"] = self.paths
 
     # -- bookkeeping
     def stage(self, name: str, fn) -> None:
@@ -453,9 +456,13 @@ class Bench:
             if f"ours_{name}" not in names:
                 continue
 
-            def run(seed, speed=speed):
+            def run(seed, speed=speed, name=name):
                 self.ours.set_speed(speed)
-                return run_ours(self.ours, ours_pipe, self.prompt_embeds, noise, seed)
+                before = exec_path.counts(self.ours)
+                latents = run_ours(self.ours, ours_pipe, self.prompt_embeds, noise, seed)
+                self.paths[f"ours_{name}"] = exec_path.accumulate(self.paths.get(f"ours_{name}"),
+                                                                  exec_path.observe(self.ours, before))
+                return latents
 
             # graphs hold a memory pool and static inputs that a replay does not allocate: counted as resident
             out[f"ours_{name}"] = (Timer(self.device, self.ours, self.steps, weights_gib(self.ours),
@@ -892,4 +899,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    result = main()
+    fallen = {name: path["fell_back"] for name, path in result.get("execution_path", {}).items() if path["fell_back"]}
+    if fallen:  # the results (written per stage) record the path; a lever that fell back fails the run
+        sys.stderr.write("official_side_by_side.py: requested lever fell back: "
+                         + "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in fallen.items()) + "\n")
+        raise SystemExit(3)

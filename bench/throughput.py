@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_config import packaged_config, with_config_defaults  # noqa: E402  (bench-only helpers)
+import exec_path  # noqa: E402  (bench-only helpers)
+from bench_config import packaged_config, with_config_defaults  # noqa: E402
 from official_side_by_side import parse_variant  # noqa: E402
 
 from tokentrim.backbones import resolve_speed  # noqa: E402
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
+    compile_counts = exec_path.start()
     device = torch.device("cuda")
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -202,14 +204,18 @@ def main() -> None:
     if args.vae:
         results["vae_decode"] = time_vae_decode(args.long_frames, device)
         print("vae", json.dumps(results["vae_decode"], indent=1))
+    results["execution_path"] = exec_path.observe(model, compile_counts, fused_norm_used=bool(args.vae))
     results["env"] = collect_env(str(device))
-    results["protocol"] = f"1 warm-up video per variant excluded; {args.repeats} timed videos per variant, interleaved; median"
+    results["protocol"] = (f"1 warm-up video per variant excluded; {args.repeats} timed videos per variant, interleaved; "
+                           "median; overhead_x is against 'baseline' = the decider on, never pruning (per-block times "
+                           "come from its events); bench/overhead.py measures against a generator without a decider")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m")
     gpu = torch.cuda.get_device_name().replace(" ", "_")
     path = args.out / f"throughput_{args.pipeline}_{gpu}_{stamp}.json"
     write_text_atomic(path, json.dumps(results, indent=1, default=str))
     print("wrote", path)
+    exec_path.fail_if_fell_back("throughput.py", results["execution_path"], path)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,14 @@ def kernel_totals(fn, device: torch.device) -> dict[str, float]:
     return totals
 
 
+def execution_path(variant: str) -> dict:
+    """Whether the fused norm ran compiled: `CompiledRMSNormSiLU.failed` (shipped: warns and runs eagerly on a
+    compiler failure); five_d calls torch.compile directly, whose failure raises."""
+    failed = variant == "shipped" and fusion.compiled_rms_norm_silu().failed
+    return {"fused_norm": variant != "unfused", "compile_failed": failed,
+            "fell_back": ["vae_fused_norm: torch.compile failed (eager norm ran)"] if failed else []}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.repeats < 1:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
               "decode_s": times, "fused_norm_kernels_s": sum(s for k, s in totals.items() if k.startswith("triton")),
               "top_kernels_s": dict(sorted(totals.items(), key=lambda kv: -kv[1])[:8]),
               "latent_frames": args.latent_frames, "latent_size": [height, width], "base_dim": args.base_dim,
-              "env": collect_env(str(device))}
+              "execution_path": execution_path(args.variant), "env": collect_env(str(device))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:  # one line per process: an interrupted process adds nothing
         f.write(json.dumps(record, default=str) + "\n")
@@ -111,4 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    fell_back = main()["execution_path"]["fell_back"]
+    if fell_back:  # the line above is already in --out, with its path
+        sys.stderr.write(f"vae_norm_kernel.py: requested lever fell back: {'; '.join(fell_back)}\n")
+        raise SystemExit(3)

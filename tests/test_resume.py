@@ -27,7 +27,7 @@ from tokentrim.video_io import read_video
 
 # TokenTrim triggers on this tiny backbone (5 batches; any rise of D above its running mean), so that variant and
 # baseline videos differ and the report has triggers, heatmaps and frame strips to draw.
-EAGER_TRIM = ["backbone.video.num_latent_frames=15", "trim.warmup=0", "trim.min_history=1", "trim.lam=0"]
+EAGER_TRIM = ["backbone.video.num_latent_frames=15", "trim.warmup=1", "trim.lam=0"]
 NUM_VIDEOS = 4  # per variant: 2 prompts x 2 seeds
 
 # Runs `tokentrim.cli.main` with `module:function` wrapped: its `nth` call writes `marker` and sleeps until killed.

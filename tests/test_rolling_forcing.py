@@ -244,7 +244,7 @@ def test_disabled_trim_gives_the_no_trim_output():
     model = tiny_model()
     noise, context_kv = make_inputs(model, 18)
     plain = RollingForcingPipeline(model, RollingForcingConfig())(noise, context_kv, noise_source=noise_source())
-    trim = TokenTrim(TokenTrimConfig(enabled=False, p=0.5, dynamic_p_max=0.5, lam=0.0, warmup=0, min_history=1))
+    trim = TokenTrim(TokenTrimConfig(enabled=False, p=0.5, dynamic_p_max=0.5, lam=0.0, warmup=1))
     events = []
     pipe = RollingForcingPipeline(model, RollingForcingConfig(), trim=trim)
     trimmed = pipe(noise, context_kv, noise_source=noise_source(), on_event=events.append)

@@ -165,7 +165,7 @@ def test_regen_noise_same_replays_the_same_noise():
 
 def test_trim_disabled_is_bit_identical_to_no_trim():
     reference, no_events, reference_recorder, _ = run(None)
-    cfg = TokenTrimConfig(enabled=False, lam=0.0, warmup=0, min_history=1)  # would trigger if enabled
+    cfg = TokenTrimConfig(enabled=False, lam=0.0, warmup=1)  # would trigger if enabled
     latents, events, recorder, _ = run(TokenTrim(cfg))
     assert torch.equal(latents, reference)
     assert no_events == [] and len(events) == 3
@@ -175,7 +175,7 @@ def test_trim_disabled_is_bit_identical_to_no_trim():
 
 def test_same_seed_gives_bit_identical_latents_and_events():
     def trim() -> TokenTrim:
-        return TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=0, min_history=1))  # real triggers, real pruning
+        return TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=1))  # real triggers, real pruning
 
     first, first_events, _, _ = run(trim(), num_blocks=5, max_frames=9, sink_frames=3)
     second, second_events, _, _ = run(trim(), num_blocks=5, max_frames=9, sink_frames=3)
@@ -190,7 +190,7 @@ def test_same_seed_gives_bit_identical_latents_and_events():
 
 
 def test_events_have_the_documented_keys():
-    _, events, _, _ = run(TokenTrim(TokenTrimConfig(p=P, warmup=0, min_history=1)))
+    _, events, _, _ = run(TokenTrim(TokenTrimConfig(p=P, warmup=1)))
     assert [e["t"] for e in events] == [1, 2, 3]
     for event in events:
         assert EVENT_KEYS <= set(event)
@@ -200,7 +200,7 @@ def test_events_have_the_documented_keys():
     assert second["D"] is not None and second["mu"] is None  # no statistics yet
     assert third["threshold"] is not None and len(third["drift"]) == TOKENS
     assert all(isinstance(v, float) for v in third["drift"])
-    assert [e["is_warmup"] for e in events] == [False, False, False]
+    assert [e["is_warmup"] for e in events] == [True, True, False]  # warm-up 1: D_2 only feeds mu
 
 
 def test_first_step_drift_source_aborts_after_one_step_on_a_trigger():
@@ -272,7 +272,7 @@ def test_denoising_steps_keep_fractional_timesteps_unwarped_and_must_be_integers
 def test_long_rollout_past_max_frames_with_sink_keeps_the_window():
     """8 blocks (24 frames) through a 9-frame window with a 3-frame sink, pruning on: the cache never holds more
     than max_frames frames, the sink is never evicted, and only the newest frames are kept besides it."""
-    trim = TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=0, min_history=1))
+    trim = TokenTrim(TokenTrimConfig(p=P, lam=0.0, warmup=1))
     latents, events, recorder, _ = run(trim, num_blocks=8, max_frames=9, sink_frames=3, check_window=True)
     assert any(e["triggered"] for e in events)
     assert torch.isfinite(latents).all()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokentrim.trim import TokenTrim, TokenTrimConfig
+from tokentrim.trim import TokenTrim, TokenTrimConfig, experiment_key
 from tokentrim.trim import drift as drift_ops
 from tokentrim.trim.stats import RunningStats
 
@@ -80,12 +80,76 @@ def test_planted_spike_triggers_exactly_once_and_prunes_exactly_the_planted_toke
 def test_warmup_batches_never_trigger():
     planted = planted_tokens()
     spikes = {3: planted, 4: planted}
-    log = roll(TokenTrim(TokenTrimConfig(warmup=4, min_history=1)), Stream(), 4, spikes=spikes)
+    log = roll(TokenTrim(TokenTrimConfig(warmup=3)), Stream(), 4, spikes=spikes)
     for first, _ in log:
         assert first.is_warmup and not first.is_tested and not first.should_prune
     assert log[2][0].values["D"] > 10 * log[1][0].values["D"]  # batch 3 really spiked
-    log = roll(TokenTrim(TokenTrimConfig(warmup=2, min_history=1)), Stream(), 4, spikes=spikes)
+    log = roll(TokenTrim(TokenTrimConfig(warmup=1)), Stream(), 4, spikes=spikes)
     assert [first.should_prune for first, _ in log] == [False, False, True, True]  # same stream, shorter warm-up
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2, 3, 4])
+def test_warmup_w_makes_batch_w_plus_2_the_first_tested_against_exactly_w_severities(warmup: int):
+    """Batch 1 has no D; the first W severities (batches 2..W+1) only feed mu/sigma; batch W+2 is tested first."""
+    trim = TokenTrim(TokenTrimConfig(warmup=warmup, lam=float("inf")))  # tests, never prunes: the stream stays put
+    log = roll(trim, Stream(), 8)
+    tested = [first.t for first, _ in log if first.is_tested]
+    assert tested == list(range(warmup + 2, 9))
+    first_tested = log[warmup + 1][0]
+    d_before = [acc.values["D"] for _, acc in log[1 : warmup + 1]]  # D_2 .. D_{W+1}
+    assert len(d_before) == warmup
+    assert first_tested.values["mu"] == pytest.approx(float(np.mean(d_before)) if d_before else 0.0, rel=1e-5)
+    assert first_tested.values["sigma"] == pytest.approx(float(np.std(d_before)) if d_before else 0.0, rel=1e-4, abs=1e-7)
+    assert [first.is_warmup for first, _ in log] == [warmup > 0] + [t < warmup + 2 for t in range(2, 9)]
+    assert all(first.values["threshold"] is None for first, _ in log if not first.is_tested)
+
+
+def test_every_warmup_of_the_ablation_gives_a_different_first_test():
+    first_tested = []
+    for warmup in (0, 1, 2, 3):
+        log = roll(TokenTrim(TokenTrimConfig(warmup=warmup)), Stream(), 8)
+        first_tested.append(next(first.t for first, _ in log if first.is_tested))
+    assert first_tested == [2, 3, 4, 5]
+
+
+def test_no_warmup_prunes_on_empty_statistics_and_warmup_1_on_sigma_zero():
+    """Degenerate statistics are used as they are: the premature pruning the paper's warm-up ablation measures."""
+    log = roll(TokenTrim(TokenTrimConfig(warmup=0)), Stream(), 3)  # no spike anywhere
+    batch2 = log[1][0]
+    assert batch2.is_tested and (batch2.values["mu"], batch2.values["sigma"], batch2.values["threshold"]) == (0.0, 0.0, 0.0)
+    assert batch2.should_prune  # D_2 > 0 = mu + lam * sigma of no values
+    for seed in range(6):  # W = 1: batch 3 against sigma = 0 prunes iff D_3 > D_2
+        log = roll(TokenTrim(TokenTrimConfig(warmup=1)), Stream(seed, jitter=(0.03, 0.05, 0.04)), 3)
+        d2, batch3 = log[1][0].values["D"], log[2][0]
+        assert batch3.is_tested and batch3.values["sigma"] == 0.0 and batch3.values["mu"] == pytest.approx(d2)
+        assert batch3.should_prune == (batch3.values["D"] > d2)
+    log = roll(TokenTrim(TokenTrimConfig(warmup=0, sigma_floor=0.5)), Stream(), 2)
+    assert log[1][0].should_prune  # sigma_floor * mu is 0 too with no statistics
+
+
+def old_rule_triggers(log, warmup: int = 2, min_history: int = 2, lam: float = 2.0) -> list[int]:
+    """The rule before issue 19, re-derived from a log's severities with numpy: tested iff t > warmup and at least
+    min_history accepted severities; trigger iff D_t > mean + lam * population std of the accepted D of 2..t-1."""
+    accepted, fired = [], []
+    for first, final in log:
+        if first.values["D"] is None:
+            continue
+        if first.t > warmup and len(accepted) >= min_history:
+            if first.values["D"] > np.mean(accepted) + lam * np.std(accepted):
+                fired.append(first.t)
+        accepted.append(final.values["D"])
+    return fired
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_paper_defaults_keep_the_trigger_set_of_the_rule_before_issue_19(seed: int):
+    """W = 2 with the severity-counted warm-up tests from batch 4 against 2 values, as warm-up 2 + min_history 2 did."""
+    spikes = {t: planted_tokens(seed * 10 + t) for t in (4, 7, 9) if (t + seed) % 2 == 0 or t == 7}
+    log = roll(TokenTrim(TokenTrimConfig()), Stream(seed), 14, spikes=spikes)
+    fired = [first.t for first, _ in log if first.should_prune]
+    assert 7 in fired
+    assert fired == old_rule_triggers(log)
+    assert min(first.t for first, _ in log if first.is_tested) == 4
 
 
 def test_stats_update_only_on_accepted_batches():
@@ -119,20 +183,10 @@ def test_decide_does_not_change_state_until_accept():
 
 @pytest.mark.parametrize("lam", [1e12, float("inf")])
 def test_lambda_to_infinity_never_triggers(lam: float):
-    trim = TokenTrim(TokenTrimConfig(lam=lam, warmup=0))
+    trim = TokenTrim(TokenTrimConfig(lam=lam, warmup=2))  # sigma > 0 from 2 values on (warm-up 0 tests against 0)
     log = roll(trim, Stream(), 10, spikes={5: planted_tokens(), SPIKE_BATCH: planted_tokens(2)})
     assert not any(first.should_prune for first, _ in log)
     assert sum(first.is_tested for first, _ in log) == 7  # batches 4..10 were tested
-
-
-def test_no_test_before_min_history_accepted_severities():
-    """Batch 1 has no D; batch 2's D is the first in the statistics; with min_history=2 batch 4 is the first tested."""
-    spikes = {t: planted_tokens(t) for t in range(2, 7)}  # every batch would trigger with lam=0 once tested
-    log = roll(TokenTrim(TokenTrimConfig(lam=0.0, warmup=0, min_history=2)), Stream(), 6, spikes=dict(spikes))
-    assert [first.is_tested for first, _ in log] == [False, False, False, True, True, True]
-    assert [first.values["mu"] is None for first, _ in log] == [True, True, True, False, False, False]
-    log = roll(TokenTrim(TokenTrimConfig(lam=0.0, warmup=0, min_history=1)), Stream(), 6, spikes=dict(spikes))
-    assert [first.is_tested for first, _ in log] == [False, False, True, True, True, True]
 
 
 def test_welford_mean_and_std_equal_numpy_population_mean_and_std():
@@ -238,7 +292,7 @@ def test_disabled_rule_measures_drift_but_never_prunes():
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("p", 0.0), ("p", 1.5), ("p", -0.1), ("lam", -1.0), ("warmup", -1), ("max_retries", -1), ("min_history", 0),
+        ("p", 0.0), ("p", 1.5), ("p", -0.1), ("lam", -1.0), ("warmup", -1), ("warmup", 1.5), ("warmup", True), ("max_retries", -1), ("max_retries", 0.5),
         ("sigma_floor", -0.5), ("severity", "median"), ("drift_metric", "l1"), ("scope", "sink"),
         ("regen_noise", "other"), ("drift_source", "middle"),
     ],
@@ -256,3 +310,45 @@ def test_dynamic_p_max_below_p_is_rejected():
 def test_p_equal_one_is_allowed_and_selects_every_token():
     assert drift_ops.num_unstable(1.0, TOKENS) == TOKENS
     assert drift_ops.num_unstable(1e-6, TOKENS) == 1  # at least one token
+
+
+def test_experiment_key_drops_only_knobs_that_cannot_matter():
+    paper = TokenTrimConfig()
+    key = experiment_key
+    assert len({key(TokenTrimConfig(warmup=w)) for w in (0, 1, 2, 3, 4)}) == 5  # every warm-up is its own experiment
+    assert key(TokenTrimConfig(lam=2)) == key(paper)  # 2 == 2.0
+    # disabled / lam = inf: a monitor; lam, warm-up and the pruning knobs cannot matter, the measurement knobs do
+    monitors = [TokenTrimConfig(enabled=False), TokenTrimConfig(enabled=False, lam=0.5, warmup=0, scope="all"),
+                TokenTrimConfig(lam=float("inf"), max_retries=3, retest=True)]
+    assert len({key(c) for c in monitors}) == 1
+    assert key(TokenTrimConfig(enabled=False, p=0.2)) != key(monitors[0])
+    assert key(TokenTrimConfig(enabled=False, drift_source="first_step")) != key(monitors[0])
+    assert key(paper) != key(monitors[0])
+    # knobs that only act under another knob
+    assert key(TokenTrimConfig(dynamic_p_max=0.5)) == key(paper)
+    assert key(TokenTrimConfig(dynamic_p=True, dynamic_p_max=0.5)) != key(TokenTrimConfig(dynamic_p=True))
+    assert key(TokenTrimConfig(retest=True)) == key(paper)  # R = 1
+    assert key(TokenTrimConfig(max_retries=2, retest=True)) != key(TokenTrimConfig(max_retries=2))
+    assert key(TokenTrimConfig(lam=0.0, sigma_floor=0.3)) == key(TokenTrimConfig(lam=0.0))
+    assert key(TokenTrimConfig(sigma_floor=0.3)) != key(paper)
+    # R = 0 logs triggers but never prunes: where it would prune cannot matter, when it would trigger can
+    assert key(TokenTrimConfig(max_retries=0, scope="all")) == key(TokenTrimConfig(max_retries=0))
+    assert key(TokenTrimConfig(max_retries=0, lam=1.0)) != key(TokenTrimConfig(max_retries=0))
+    # a warm-up that leaves no tested batch in a video of 5 batches is a monitor there
+    assert key(TokenTrimConfig(warmup=3), num_batches=5) != key(TokenTrimConfig(warmup=4), num_batches=5)
+    assert key(TokenTrimConfig(warmup=4), num_batches=5) == key(TokenTrimConfig(warmup=9), num_batches=5)
+    assert key(TokenTrimConfig(warmup=4), num_batches=5) == key(TokenTrimConfig(enabled=False), num_batches=5)
+
+
+def test_experiment_key_matches_what_the_rule_does():
+    """Configs with one key give the same measurements and decisions on the same stream; warm-ups 0 and 2 do not."""
+    def decisions(cfg: TokenTrimConfig) -> list[tuple]:
+        log = roll(TokenTrim(cfg), Stream(3), 9, spikes={6: planted_tokens()})
+        return [(first.values["D"], first.should_prune, tuple(first.unstable.tolist()) if first.unstable is not None
+                 else None) for first, _ in log]
+
+    same = [TokenTrimConfig(enabled=False, lam=0.0), TokenTrimConfig(lam=float("inf"), warmup=0, dynamic_p=True)]
+    assert experiment_key(same[0]) == experiment_key(same[1])
+    assert [d[:2] for d in decisions(same[0])] == [d[:2] for d in decisions(same[1])]
+    assert [d[1] for d in decisions(TokenTrimConfig(warmup=0))][:2] == [False, True]  # prunes on no statistics
+    assert [d[1] for d in decisions(TokenTrimConfig(warmup=2))][:4] == [False] * 4

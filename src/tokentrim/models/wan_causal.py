@@ -217,6 +217,9 @@ class CausalSelfAttention(nn.Module):
     kv_splits: int = 1
     lse_backend: str | None = None
     merge_splits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = staticmethod(merge_kv_splits)
+    # which path `attend` took, counted per call in Python (benches record them; CUDA-graph replays run no Python)
+    split_kv_calls: int = 0
+    one_call_calls: int = 0
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: [B, L, D] -> rotated q, rotated k, v: [B, n, L, d] (token-major: views of [B, L, n, d] memory)."""
@@ -237,10 +240,13 @@ class CausalSelfAttention(nn.Module):
         if (self.kv_splits > 1 and attn_mask is None and not torch.is_grad_enabled()
                 and (self.lse_backend is not None or q.device.type == "cpu") and can_split(q, k, v, self.kv_splits)):
             try:
-                return split_kv_attention(q, k, v, self.kv_splits, self.lse_backend or "", self.merge_splits)
+                out = split_kv_attention(q, k, v, self.kv_splits, self.lse_backend or "", self.merge_splits)
+                self.split_kv_calls += 1
+                return out
             except RuntimeError as err:  # a kernel that refuses these shapes: one call from now on, as before
                 logger.warning("split-KV attention failed (%s); this layer runs its attention as one call", err)
                 self.kv_splits = 1
+        self.one_call_calls += 1
         if not self.sdpa_backends:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         options = {"set_priority": True} if _SDPA_HAS_PRIORITY else {}

@@ -165,7 +165,7 @@ def _delta_grid(summaries: Sequence[VariantSummary]) -> _Grid:
 
 
 def _cost_grid(summaries: Sequence[VariantSummary]) -> _Grid:
-    header = ["backbone", "variant", "overhead ×", "trigger rate", "tested batches", "regen / video", "pruned / video"]
+    header = ["backbone", "variant", "overhead × vs baseline (decider on)", "trigger rate", "tested batches", "regen / video", "pruned / video"]
     rows = [
         [
             s.backbone,
@@ -216,7 +216,10 @@ def _captions(baseline: str, n_boot: int, seed: int, ci: float, partial: str) ->
     )
     cost = (
         "Cost. overhead × = median generation wall time per video (videos.csv wall_s) over the paired videos, divided "
-        "by the baseline's, left blank when env.json devices differ; trigger rate = triggered / tested batches (not "
+        "by the paired baseline's, left blank when env.json devices differ. The baseline runs TokenTrim's decider "
+        "without pruning (trim.enabled=false: summaries, drift, top-k and one host sync per batch), so this is the "
+        "cost of pruning and regenerating only; the cost against a generator without a decider, and the monitoring "
+        "cost alone, are measured by bench/overhead.py. Trigger rate = triggered / tested batches (not "
         "warm-up, threshold defined; events/*.jsonl); regenerations and pruned tokens are means per video."
     )
     return scores, deltas, cost

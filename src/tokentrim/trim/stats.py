@@ -36,5 +36,14 @@ class RunningStats:
             return None
         return torch.sqrt(self.m2 / self.count)
 
+    def moments(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) as a test uses them, 0-dim tensors like `like`. Degenerate statistics are used as they are:
+        one value gives sigma = 0; no value gives Welford's initial state mu = 0, sigma = 0 (so every D > 0 exceeds
+        the threshold: a test without warm-up prunes on no evidence, as the paper's ablation describes)."""
+        if self.count == 0:
+            zero = torch.zeros_like(like, dtype=torch.float32)
+            return zero, zero
+        return self.mean, self.std
+
     def snapshot(self) -> "RunningStats":
         return RunningStats(self.count, None if self.mean is None else self.mean.clone(), None if self.m2 is None else self.m2.clone())
