@@ -29,7 +29,7 @@ Other resolutions of what the paper leaves open (see README "The TokenTrim rule 
   * With R = 1 the regenerated batch is accepted unconditionally; with `retest` and R > 1 it is tested again.
   * `experiment_key` (tokentrim.trim.canonical) maps a config to the knobs that can change its outcome.
 
-This module decides; it does not touch the cache or the model (the pipelines do: `pipelines/self_forcing.py`, `pipelines/rolling_forcing.py`).
+This module decides; it does not touch the cache or the model (`trim/controller.py` acts on a decision: prune, regenerate, accept).
 """
 
 from __future__ import annotations
