@@ -3,7 +3,7 @@
 Aggregation (house rule 14; stated again in every table caption):
     1. per video and dimension: mean over its clips (`clip >= 0` rows, VBench-Long protocol,
        `vbench2_beta_long` `reorganize_clips_results`); a video with only a whole-video row (`clip == -1`) uses it.
-       Rows with NaN score (scoring errors) are left out.
+       Rows with NaN score (scoring errors) are left out. (`tokentrim.scoring.aggregation`, the one rule.)
     2. per variant and dimension: unweighted mean over videos (so a long video weighs as much as a short one).
     3. Quality / Semantic / Final: `tokentrim.scoring.totals.compute_totals` on the step-2 means of the VBench
        dimensions (`scorer == "vbench"`); other scorers' dimensions (e.g. tinyworld) are extra columns, never in Final.
@@ -52,18 +52,17 @@ def vbench_dimension_names() -> tuple[str, ...]:
 def per_video_scores(scores: pd.DataFrame, videos: Sequence[str] | None = None) -> pd.DataFrame:
     """Step 1 of the aggregation: [videos x dimensions] frame of per-video scores (NaN where not scored).
 
+    The rule itself is `tokentrim.scoring.aggregation.per_video_scores` (the one aggregation of scores.csv rows).
+
     Args:
         scores: `scores.csv` rows (columns video, clip, dimension, score).
         videos: keep only these video stems (e.g. the status-ok ones), in this order; default all.
     """
-    valid = scores[np.isfinite(scores["score"].astype(float))]
-    clip_rows = valid[valid["clip"] >= 0]
-    whole_rows = valid[valid["clip"] < 0]
-    clip_means = clip_rows.groupby(["video", "dimension"])["score"].mean()
-    whole_means = whole_rows.groupby(["video", "dimension"])["score"].mean()
-    # clip means win; whole-video rows only fill (video, dimension) pairs that have no clip rows
-    combined = clip_means.combine_first(whole_means)
-    table = combined.unstack("dimension") if len(combined) else pd.DataFrame()
+    from tokentrim.scoring.aggregation import per_video_scores as per_video
+
+    rows = scores[["video", "clip", "dimension", "score"]].to_dict("records")
+    by_dim = per_video(rows)
+    table = pd.DataFrame(by_dim).sort_index() if by_dim else pd.DataFrame()
     if videos is not None:
         table = table.reindex(list(videos))
     return table.sort_index(axis=1)

@@ -29,16 +29,10 @@ from tokentrim.scoring.totals import (
     Totals,
     compute_totals,
 )
-from tokentrim.scoring.vbench_adapter import (
-    DEFAULT_CLIP_SECONDS,
-    SCORES_COLUMNS,
-    ScoreRunSummary,
-    VideoJob,
-    aggregate_scores,
-    content_hash,
-    read_scores,
-    score_videos,
-)
+from tokentrim.scoring.aggregation import aggregate_scores, per_video_scores
+from tokentrim.scoring.planning import DEFAULT_CLIP_SECONDS, VideoJob, content_hash
+from tokentrim.scoring.scores_store import SCORES_COLUMNS, read_scores
+from tokentrim.scoring.vbench_adapter import DimensionFailedError, ScoreRunSummary, score_videos
 from tokentrim.scoring.weights import (
     DimensionStatus,
     DownloadBlockedError,
@@ -53,6 +47,7 @@ __all__ = [
     "SEMANTIC_DIMENSIONS",
     "DEFAULT_CLIP_SECONDS",
     "SCORES_COLUMNS",
+    "DimensionFailedError",
     "DimensionStatus",
     "DownloadBlockedError",
     "PromptEntry",
@@ -68,6 +63,7 @@ __all__ = [
     "format_check",
     "load_prompt_file",
     "load_vbench_suite",
+    "per_video_scores",
     "prompt_from_video_name",
     "read_scores",
     "score_videos",
