@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from test_cli import common, tokentrim
+from test_scoring_folder import write_run
 from tokentrim import video_io
 from tokentrim.report.aggregate import summarize_runs
 from tokentrim.report.run_data import load_runs
-from tokentrim.report.synthetic import write_run_dir
 from tokentrim.report.tables import build_tables
 from tokentrim.scoring import DimensionFailedError, WeightsMissingError, preflight, read_scores, vbench_adapter
 from tokentrim.scoring.scorer_config import vbench_kwargs
@@ -92,7 +92,7 @@ def _run(root: Path, name: str, aesthetic: list[float]) -> None:
         scores.append({"video": video, "dimension": "temporal_flickering", "score": tf})
         scores.append({"video": video, "dimension": "aesthetic_quality", "score": aq,
                        "error": "" if math.isfinite(aq) else "vbench failed: RuntimeError: boom"})
-    write_run_dir(root / name, videos=[{"prompt": p, "seed": 0, "trim": name} for p in "AB"], scores=scores)
+    write_run(root / name, videos=[{"prompt": p, "seed": 0, "trim": name} for p in "AB"], scores=scores)
 
 
 def test_a_requested_dimension_without_a_scored_video_makes_the_final_nan_with_a_reason(tmp_path):
