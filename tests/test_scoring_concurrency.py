@@ -114,3 +114,18 @@ def test_num_shards_2_in_two_processes_keep_every_row(two_phases):
     scores_csv, videos = two_phases["sharded"]
     assert [rows[1] for rows in two_phases["rows"]] == [4, 3]  # sorted(videos)[k::2]
     _assert_complete(scores_csv, videos)
+
+
+def test_num_workers_2_write_one_scores_csv_with_no_shard_files(tmp_path):
+    from tokentrim.scoring import score_videos
+
+    videos = _videos(tmp_path / "videos", 4)
+    scores_csv = tmp_path / "run" / "scores.csv"
+    summary = score_videos(tmp_path / "videos", scores_csv=scores_csv, dimensions=["temporal_flickering"],
+                           cache_dir=tmp_path / "weights", chunk_size=1, num_workers=2, devices=["cpu", "cpu:0"])
+    assert summary.num_rows == summary.num_computed == 4 and summary.scored == {"temporal_flickering": 4}
+    _assert_complete(scores_csv, videos)
+    # worker k scored sorted(videos)[k::2] on devices[k] (the `device` column says which worker wrote the row)
+    rows = sorted(read_scores(scores_csv), key=lambda row: row["video"])
+    assert [row["device"] for row in rows] == ["cpu", "cpu:0", "cpu", "cpu:0"]
+    assert sorted(p.name for p in scores_csv.parent.iterdir()) == ["score_cache", "scores.csv"]
