@@ -129,3 +129,28 @@ def test_num_workers_2_write_one_scores_csv_with_no_shard_files(tmp_path):
     rows = sorted(read_scores(scores_csv), key=lambda row: row["video"])
     assert [row["device"] for row in rows] == ["cpu", "cpu:0", "cpu", "cpu:0"]
     assert sorted(p.name for p in scores_csv.parent.iterdir()) == ["score_cache", "scores.csv"]
+
+
+def test_store_flush_merges_with_the_file_and_drops_only_stale_rows_of_claimed_pairs(tmp_path):
+    from tokentrim.scoring.scores_store import ScoresStore, write_scores
+
+    def row(video, clip, dim, score):
+        return {"video": video, "clip": clip, "dimension": dim, "score": score, "error": "", "scorer": "vbench"}
+
+    path = tmp_path / "scores.csv"
+    # on disk: an earlier clip protocol of (a, tf) with 3 clips, and another process's rows of b and of (a, aq)
+    write_scores(path, [row("a", 0, "tf", 0.1), row("a", 1, "tf", 0.2), row("a", 2, "tf", 0.3),
+                        row("b", -1, "tf", 0.4), row("a", -1, "aq", 0.5)])
+    store = ScoresStore(path)
+    store.claim("a", "tf", [0, 1])  # this call scores (a, tf) as 2 clips
+    store.put(row("a", 0, "tf", 0.9))
+    store.flush()
+    got = {(r["video"], r["clip"], r["dimension"]): r["score"] for r in read_scores(path)}
+    # clip 2 is stale (dropped); clip 1 not produced yet here: kept; other pairs untouched; clip 0 is ours
+    assert got == {("a", 0, "tf"): 0.9, ("a", 1, "tf"): 0.2, ("b", -1, "tf"): 0.4, ("a", -1, "aq"): 0.5}
+    write_scores(path, [*read_scores(path), row("c", -1, "tf", 0.6)])  # another process writes meanwhile
+    store.put(row("a", 1, "tf", 0.8))
+    store.flush()
+    got = {(r["video"], r["clip"], r["dimension"]): r["score"] for r in read_scores(path)}
+    assert got == {("a", 0, "tf"): 0.9, ("a", 1, "tf"): 0.8, ("b", -1, "tf"): 0.4, ("a", -1, "aq"): 0.5,
+                   ("c", -1, "tf"): 0.6}
