@@ -25,7 +25,6 @@ from tokentrim.report.aggregate import (
     MetricStat,
     VariantSummary,
     summarize_runs,
-    vbench_dimension_names,
 )
 from tokentrim.report.atomic_io import atomic_path, write_text_atomic
 from tokentrim.report.run_data import RunData, load_runs

@@ -40,15 +40,14 @@ def fast_branch_key(*, sha: str, dimension: str, starts: Sequence[int], crf: int
 
 def fuse_slow_fast(scores: ScoresStore, jobs: Sequence[VideoJob], dims: Sequence[str], *, roots: WeightRoots,
                    device: str, cache: ScoreCache, clip_root: Path, clip_crf: int, mapping_dir, dinov2_path,
-                   w_inclip: float, w_clip2clip: float) -> list[tuple[str, int, str, str]]:
-    """Rewrite this call's clip rows of `dims` with the fused score (module docstring); returns new error tuples.
+                   w_inclip: float, w_clip2clip: float) -> None:
+    """Rewrite this call's clip rows of `dims` with the fused score (module docstring).
 
     Groups = (video, scene) of clipped rows; the fast branch runs on groups of >= 2 clips whose in-clip rows all
     scored. A fast-branch failure on one video turns its rows into error rows (score NaN) and the run goes on.
     """
     mapping_root, checkpoint = slow_fast_paths(roots.cache_dir, slow_fast_mapping_dir=mapping_dir, dinov2_path=dinov2_path)
     model = None
-    errors: list[tuple[str, int, str, str]] = []
     for dim in dims:
         table = long_video.load_mapping_table(mapping_root / long_video.MAPPING_TABLE_FILES[dim])
         for job in jobs:
@@ -97,5 +96,3 @@ def fuse_slow_fast(scores: ScoresStore, jobs: Sequence[VideoJob], dims: Sequence
                 logger.warning("%s %s: %s", job.name, dim, message)
                 for row in rows:
                     row.update({"score": math.nan, "error": message})
-                    errors.append((row["video"], int(row["clip"]), dim, message))
-    return errors
