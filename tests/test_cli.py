@@ -195,4 +195,4 @@ def test_default_embedded_tinyworld_job_scores_ground_truth_and_flicker(tmp_path
                 "temporal_flickering"} <= set(scores["dimension"])
         assert scores["score"].between(0, 1).all()
     table = (exp / "table.md").read_text()
-    assert "object_count (extra)" in table and "partial: 1/16 dimensions" in table
+    assert "object_count (extra)" in table and "Final (1/16: temporal_flickering)" in table

@@ -148,7 +148,7 @@ def test_partial_label_and_caption_in_table_md(tmp_path):
     _hand_sweep(tmp_path)
     make_report(tmp_path, n_boot=50, plots=False)
     text = (tmp_path / "table.md").read_text()
-    assert "Final (partial: 1/16 dimensions)" in text
+    assert "Final (1/16: subject_consistency)" in text
     assert "per video, mean over its clips" in text and "then unweighted mean over videos" in text
     assert "percentile bootstrap over prompts" in text and "n_boot=50" in text
     assert "tw_psnr (extra)" in text

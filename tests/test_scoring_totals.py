@@ -33,7 +33,7 @@ def test_partial_renormalises_instead_of_zero_filling():
     assert totals.quality == pytest.approx(expected)
     assert totals.semantic is None
     assert totals.total == pytest.approx(expected)  # Total over scored dims only, not (4Q + 0)/5
-    assert totals.partial and totals.partial_note == "partial: 1/16 dimensions"
+    assert totals.partial and totals.label == "1/16: temporal_flickering" and totals.reason == ""
 
 
 def test_partial_quality_weights_renormalise_with_dynamic_half_weight():
@@ -48,3 +48,23 @@ def test_nan_dimension_is_not_scored_and_unknown_name_is_rejected():
     assert compute_totals(raw).dimensions_scored == len(ALL_DIMENSIONS) - 1
     with pytest.raises(ValueError, match="temporal flickering"):
         compute_totals({"temporal flickering": 0.9})
+
+
+def test_requested_dimension_without_a_score_makes_the_final_none_and_names_it():
+    raw = {"temporal_flickering": 0.97, "aesthetic_quality": math.nan, "scene": 0.4}
+    totals = compute_totals(raw)
+    assert totals.total is None and totals.quality is None  # aesthetic_quality is a quality dimension
+    assert totals.semantic == pytest.approx(0.4 / 0.8222)  # the semantic half has every requested dimension
+    assert totals.missing == ("aesthetic_quality",) and "aesthetic_quality" in totals.reason
+    assert totals.label == "3/16: temporal_flickering, aesthetic_quality, scene"
+    # an absent requested dimension counts the same as NaN; scored but unrequested ones are not in the Final
+    same = compute_totals({"temporal_flickering": 0.97, "scene": 0.4}, requested=list(raw))
+    assert same.total is None and same.missing == ("aesthetic_quality",)
+    only = compute_totals({"temporal_flickering": 0.97, "scene": 0.4}, requested=["temporal_flickering"])
+    assert only.total == pytest.approx((0.97 - 0.6293) / (1.0 - 0.6293)) and only.label == "1/16: temporal_flickering"
+
+
+def test_final_label_lists_included_or_left_out_dimensions():
+    assert compute_totals(PUBLISHED_VECTOR).label == ""
+    without = {k: v for k, v in PUBLISHED_VECTOR.items() if k not in ("color", "scene")}
+    assert compute_totals(without).label == "14/16: without color, scene"

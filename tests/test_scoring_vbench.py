@@ -160,3 +160,23 @@ def test_a_video_that_crashes_vbench_gets_an_error_row_and_the_chunk_goes_on(tmp
     assert "decord cannot seek" in rows["random noise-0"]["error"] and math.isnan(rows["random noise-0"]["score"])
     assert rows["a static frame-0"]["error"] == "" and rows["moving gradient-1"]["error"] == ""
     assert summary.num_computed == 2 and [e[0] for e in summary.errors] == ["random noise-0"]
+
+
+def test_one_aggregation_for_adapter_and_report_clip_rows_win_over_a_whole_video_row():
+    import pandas as pd
+
+    from tokentrim.report.aggregate import per_video_scores
+
+    rows = [
+        # a clipped video with a clip = -1 summary row beside its clips (TinyWorld's include_video_mean): the clip
+        # mean 0.8 counts, the summary row does not (the pre-split adapter averaged all three rows to 0.7)
+        {"video": "a", "clip": 0, "dimension": "temporal_flickering", "score": 0.9},
+        {"video": "a", "clip": 1, "dimension": "temporal_flickering", "score": 0.7},
+        {"video": "a", "clip": -1, "dimension": "temporal_flickering", "score": 0.5},
+        # its clip rows failed: the whole-video row fills in
+        {"video": "b", "clip": 0, "dimension": "temporal_flickering", "score": math.nan},
+        {"video": "b", "clip": -1, "dimension": "temporal_flickering", "score": 0.6},
+    ]
+    assert aggregate_scores(rows) == {"temporal_flickering": pytest.approx((0.8 + 0.6) / 2)}
+    table = per_video_scores(pd.DataFrame(rows))
+    assert table["temporal_flickering"].to_dict() == {"a": pytest.approx(0.8), "b": pytest.approx(0.6)}

@@ -16,8 +16,12 @@ def _forbid_subprocess(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError(f"subprocess was called: {args}")
 
+    class ForbiddenPopen(subprocess.Popen):  # a class: `weights.block_downloads` subclasses subprocess.Popen
+        def __init__(self, *args, **kwargs):
+            fail(*args)
+
     monkeypatch.setattr(subprocess, "run", fail)
-    monkeypatch.setattr(subprocess, "Popen", fail)
+    monkeypatch.setattr(subprocess, "Popen", ForbiddenPopen)
 
 
 def test_check_names_exact_paths_under_each_root(tmp_path):
@@ -54,11 +58,16 @@ def test_scoring_a_dimension_with_missing_files_stops_with_one_line_and_never_sp
 
 
 def test_default_dimensions_are_the_ready_ones(tmp_path, monkeypatch):
+    from tokentrim.scoring.vbench_env import import_vbench
+
+    for module in ("vbench.utils", "vbench.temporal_flickering"):  # their imports probe libraries with `ldconfig -p`
+        import_vbench(module)
     _forbid_subprocess(monkeypatch)
     video_io.write_video(tmp_path / "a cat-0.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=8)
     summary = score_videos([tmp_path / "a cat-0.mp4"], scores_csv=tmp_path / "scores.csv",
                            cache_dir=tmp_path / "empty", torch_home=tmp_path / "t", hf_home=tmp_path / "h")
     assert "temporal_flickering" in summary.dimensions and "dynamic_degree" not in summary.dimensions
+    assert not summary.errors and summary.scored == {"temporal_flickering": 1}
 
 
 def test_guard_refuses_wget_and_sockets_then_restores():

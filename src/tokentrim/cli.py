@@ -44,8 +44,9 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"shard.index must be in [0, shard.count={cfg.shard.count}), got {cfg.shard.index}")
     if cfg.num_latent_frames is not None and cfg.num_latent_frames < 1:
         raise ValueError(f"num_latent_frames must be >= 1 or null, got {cfg.num_latent_frames}")
-    if cfg.scorer.name not in ("vbench", "tinyworld"):
-        raise ValueError(f"scorer.name must be one of ['vbench', 'tinyworld'], got {cfg.scorer.name!r}")
+    from tokentrim.scoring import preflight
+
+    preflight(OmegaConf.to_container(cfg.scorer, resolve=True), str(cfg.device))  # dimensions ready, before any work
     load_prompts(cfg.prompts)
 
 
@@ -112,13 +113,24 @@ def generate_stage(cfg: DictConfig) -> list[Path]:
 
 
 def score_stage(cfg: DictConfig) -> list[Path]:
+    """Score the run dirs of `cfg` (variant and paired baseline), or with `score.videos_dir` a plain folder of mp4s."""
     from tokentrim.evaluate import score
 
     scorer = OmegaConf.to_container(cfg.scorer, resolve=True)
-    dirs = [run_dir_of(cfg)]
-    if cfg.baseline and variant_name(cfg) != "baseline":
-        dirs.insert(0, run_dir_of(baseline_config(cfg)))
-    return [score(scorer, d, score_cache_dir=cfg.paths.score_cache_dir) for d in dirs]
+    folder = cfg.get("score", {}).get("videos_dir")
+    if folder:
+        from tokentrim.scoring.folder import write_folder_run
+
+        if cfg.scorer.name != "vbench":
+            raise ValueError(f"score.videos_dir is scored with VBench; set scorer=vbench, got scorer.name={cfg.scorer.name!r}")
+        run_dir = Path(cfg.score.run_dir or experiment_dir(cfg) / cfg.backbone.name / cfg.score.variant)
+        dirs = [write_folder_run(run_dir, folder, variant=str(cfg.score.variant), backbone=str(cfg.backbone.name),
+                                 prompt_file=cfg.score.prompt_file)]
+    else:
+        dirs = [run_dir_of(cfg)]
+        if cfg.baseline and variant_name(cfg) != "baseline":
+            dirs.insert(0, run_dir_of(baseline_config(cfg)))
+    return [score(scorer, d, score_cache_dir=cfg.paths.score_cache_dir, device=str(cfg.device)) for d in dirs]
 
 
 def report_stage(cfg: DictConfig) -> Path:
@@ -149,9 +161,11 @@ def vbench_check(cfg: DictConfig) -> None:
 
 
 def _dispatch(command: str, cfg: DictConfig) -> float | None:
+    from tokentrim.scoring import DimensionFailedError
+
     try:
         return _run_command(command, cfg)
-    except (ValueError, FileNotFoundError) as err:  # config / input errors: one line, nothing half-written
+    except (ValueError, FileNotFoundError, DimensionFailedError) as err:  # config / input errors: one line
         logger.error("tokentrim %s: %s", command, err)
         raise SystemExit(1) from None
 

@@ -14,41 +14,38 @@ from typing import Any
 
 import pandas as pd
 
-from tokentrim.report.atomic_io import write_text_atomic
 from tokentrim.scoring import VideoJob, content_hash, score_videos
+from tokentrim.scoring.scorer_config import SCORER_NAMES, vbench_kwargs
+from tokentrim.scoring.scores_store import merge_rows
 
 logger = logging.getLogger(__name__)
 
-VBENCH_ARGS = (
-    "cache_dir", "torch_home", "hf_home", "device", "clip_dir", "long_protocol", "long_min_seconds", "clip_seconds",
-    "clip_crf", "slow_fast", "chunk_size", "num_shards", "shard_index", "num_workers", "devices", "full_info_path",
-    "imaging_quality_preprocessing_mode", "scene_split", "scene_threshold", "scene_min_frames",
-    "slow_fast_dimensions", "slow_fast_mapping_dir", "dinov2_path", "slow_fast_w_inclip", "slow_fast_w_clip2clip",
-)
+def score(scorer: Mapping[str, Any], run_dir: Path, *, score_cache_dir: str | None = None, device: str = "cpu") -> Path:
+    """Score every ok video of `run_dir`. Returns the scores.csv path.
 
-
-def score(scorer: Mapping[str, Any], run_dir: Path, *, score_cache_dir: str | None = None) -> Path:
-    """Score every ok video of `run_dir`. Returns the scores.csv path."""
+    `device` is the top-level device: `scorer.device: null` follows it (`scoring.scorer_config.scorer_device`).
+    A manifest with a `path` column (a scored folder, `tokentrim.scoring.folder`) points at the files; otherwise they
+    are `run_dir/videos/<video>.mp4`.
+    """
     manifest = run_dir / "videos.csv"
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest} not found: generate first (tokentrim generate) or point at a run directory")
-    videos = pd.read_csv(manifest, keep_default_na=False)
+    videos = pd.read_csv(manifest, keep_default_na=False, dtype={"video": str, "prompt": str})
     videos = videos[videos["status"] == "ok"]
-    jobs = [VideoJob(run_dir / "videos" / f"{v}.mp4", video=v, prompt=p) for v, p in zip(videos["video"], videos["prompt"])]
+    paths = (videos["path"] if "path" in videos.columns
+             else [run_dir / "videos" / f"{v}.mp4" for v in videos["video"]])
+    jobs = [VideoJob(Path(path), video=v, prompt=p) for path, v, p in zip(paths, videos["video"], videos["prompt"])]
     scores_csv = run_dir / "scores.csv"
     name = scorer.get("name")
-    vbench_dims = scorer.get("dimensions") if name == "vbench" else scorer.get("vbench_dimensions", ["temporal_flickering"])
-    if name == "vbench" or vbench_dims:
-        if name == "vbench":
-            kwargs = {k: scorer[k] for k in VBENCH_ARGS if k in scorer and scorer[k] is not None}
-        else:  # tinyworld: its clip length applies to the VBench dimensions scored beside it
-            kwargs = {"clip_seconds": {d: float(scorer.get("clip_seconds", 2.0)) for d in vbench_dims}}
-        summary = score_videos(jobs, scores_csv=scores_csv, dimensions=vbench_dims, score_cache_dir=scorer.get("score_cache_dir") or score_cache_dir, **kwargs)
+    if name not in SCORER_NAMES:
+        raise ValueError(f"scorer.name must be one of {list(SCORER_NAMES)}, got {name!r}")
+    kwargs = vbench_kwargs(scorer, device)
+    if kwargs["dimensions"] != []:
+        summary = score_videos(jobs, scores_csv=scores_csv, score_cache_dir=scorer.get("score_cache_dir") or score_cache_dir,
+                               **kwargs)
         logger.info("vbench: %s", summary.describe())
     if name == "tinyworld":
         _score_tinyworld(scorer, jobs, scores_csv)
-    elif name != "vbench":
-        raise ValueError(f"scorer.name must be one of ['vbench', 'tinyworld'], got {name!r}")
     return scores_csv
 
 
@@ -56,7 +53,7 @@ def _score_tinyworld(scorer: Mapping[str, Any], jobs: list[VideoJob], scores_csv
     """Ground-truth metric rows (scorer=tinyworld), recomputed only for videos whose content changed."""
     from tokentrim.tinyworld.metrics import score_video_file
 
-    scorer_kwargs = {k: v for k, v in scorer.items() if k not in ("name", "vbench_dimensions")}  # TinyWorldScorer args
+    scorer_kwargs = {k: v for k, v in scorer.items() if k not in ("name", "vbench_dimensions", "device")}  # TinyWorldScorer args
     existing = pd.read_csv(scores_csv, dtype={"content_hash": str}) if scores_csv.exists() else pd.DataFrame()
     rows: list[dict] = []
     for job in jobs:
@@ -75,8 +72,5 @@ def _score_tinyworld(scorer: Mapping[str, Any], jobs: list[VideoJob], scores_csv
                          "scorer": "tinyworld", "content_hash": digest})
     if not rows:
         return
-    new = pd.DataFrame(rows)
-    if not existing.empty:
-        stale = existing["video"].isin(new["video"]) & (existing["scorer"] == "tinyworld")
-        new = pd.concat([existing[~stale], new], ignore_index=True)
-    write_text_atomic(scores_csv, new.to_csv(index=False))
+    renewed = {row["video"] for row in rows}
+    merge_rows(scores_csv, rows, drop=lambda row: row.get("scorer") == "tinyworld" and row["video"] in renewed)

@@ -19,9 +19,10 @@ __all__ = ["final_score"]
 def final_score(run_dir: str | os.PathLike) -> float:
     """Final Score of one run directory: the point estimate of the report (`report.aggregate.summarize_runs`).
 
-    Official VBench normalisation over the VBench dimensions the run scored (weights renormalised when fewer than 16),
-    mean over its status-ok videos. NaN (with a warning) when the run has no VBench score, so that a sweeper records
-    the trial as failed instead of stopping the sweep.
+    Official VBench normalisation over the VBench dimensions the run requested (`scoring.totals`: weights renormalised
+    when fewer than 16, labelled), mean over its status-ok videos. NaN (with a warning naming the reason) when the run
+    has no VBench score or a requested dimension has no scored video, so that a sweeper records the trial as failed
+    instead of stopping the sweep.
     """
     from tokentrim.report.aggregate import summarize_runs
     from tokentrim.report.run_data import load_run
@@ -30,7 +31,8 @@ def final_score(run_dir: str | os.PathLike) -> float:
     (summary,) = summarize_runs([load_run(run_dir)], n_boot=0)
     value = float(summary.totals["final"].value)
     if not math.isfinite(value):
-        logger.warning("%s: no Final Score (no VBench dimension scored); objective = nan", run_dir)
+        reason = "; ".join(summary.notes) or "no VBench dimension scored"
+        logger.warning("%s: no Final Score (%s); objective = nan", run_dir, reason)
     else:
-        logger.info("%s: Final Score %.6f (%d/16 dimensions)", run_dir, value, summary.dimensions_scored)
+        logger.info("%s: Final Score %.6f (%s)", run_dir, value, summary.final_label or "16/16")
     return value

@@ -3,10 +3,14 @@
 Aggregation (house rule 14; stated again in every table caption):
     1. per video and dimension: mean over its clips (`clip >= 0` rows, VBench-Long protocol,
        `vbench2_beta_long` `reorganize_clips_results`); a video with only a whole-video row (`clip == -1`) uses it.
-       Rows with NaN score (scoring errors) are left out.
+       Rows with NaN score (scoring errors) are left out. (`tokentrim.scoring.aggregation`, the one rule.)
     2. per variant and dimension: unweighted mean over videos (so a long video weighs as much as a short one).
     3. Quality / Semantic / Final: `tokentrim.scoring.totals.compute_totals` on the step-2 means of the VBench
        dimensions (`scorer == "vbench"`); other scorers' dimensions (e.g. tinyworld) are extra columns, never in Final.
+       The Final is over the REQUESTED dimensions: every VBench dimension with a row in any run of the report, error
+       rows included (`score_videos` writes a row for every requested dimension and video). A run without a scored
+       video for one of them has a NaN Final and a note naming it (never a Final renormalised over fewer dimensions);
+       fewer than 16 is labelled with `totals.final_label` (one rule, in `scoring/totals.py`).
 
 Uncertainty: percentile bootstrap over prompts (all seeds of a prompt are resampled together), `n_boot` replicates
 from `numpy.random.default_rng([seed, crc32(label)])`, so results do not depend on variant order.
@@ -42,6 +46,13 @@ def _compute_totals_fn() -> Callable[[Mapping[str, float]], Any]:
     return compute_totals
 
 
+def final_totals(raw: Mapping[str, float]) -> Any:
+    """`scoring.totals.compute_totals` (the one Final rule: requested dimensions, label, reason)."""
+    from tokentrim.scoring.totals import compute_totals
+
+    return compute_totals(raw)
+
+
 def vbench_dimension_names() -> tuple[str, ...]:
     """The 16 VBench dimension names (underscore form) as `scoring.totals` defines them."""
     from tokentrim.scoring.totals import ALL_DIMENSIONS
@@ -52,18 +63,17 @@ def vbench_dimension_names() -> tuple[str, ...]:
 def per_video_scores(scores: pd.DataFrame, videos: Sequence[str] | None = None) -> pd.DataFrame:
     """Step 1 of the aggregation: [videos x dimensions] frame of per-video scores (NaN where not scored).
 
+    The rule itself is `tokentrim.scoring.aggregation.per_video_scores` (the one aggregation of scores.csv rows).
+
     Args:
         scores: `scores.csv` rows (columns video, clip, dimension, score).
         videos: keep only these video stems (e.g. the status-ok ones), in this order; default all.
     """
-    valid = scores[np.isfinite(scores["score"].astype(float))]
-    clip_rows = valid[valid["clip"] >= 0]
-    whole_rows = valid[valid["clip"] < 0]
-    clip_means = clip_rows.groupby(["video", "dimension"])["score"].mean()
-    whole_means = whole_rows.groupby(["video", "dimension"])["score"].mean()
-    # clip means win; whole-video rows only fill (video, dimension) pairs that have no clip rows
-    combined = clip_means.combine_first(whole_means)
-    table = combined.unstack("dimension") if len(combined) else pd.DataFrame()
+    from tokentrim.scoring.aggregation import per_video_scores as per_video
+
+    rows = scores[["video", "clip", "dimension", "score"]].to_dict("records")
+    by_dim = per_video(rows)
+    table = pd.DataFrame(by_dim).sort_index() if by_dim else pd.DataFrame()
     if videos is not None:
         table = table.reindex(list(videos))
     return table.sort_index(axis=1)
@@ -102,14 +112,15 @@ class VariantSummary:
     dimensions: dict[str, MetricStat]
     extras: dict[str, MetricStat]
     totals: dict[str, MetricStat]
-    dimensions_scored: int
-    partial: bool
+    dimensions_scored: int  # Final dimensions with a score for this run
+    partial: bool  # the Final is over fewer than 16 dimensions
     overhead_x: float
     trigger_rate: float
     tested_batches: int
     regenerations_per_video: float
     pruned_tokens_per_video: float
     notes: list[str]
+    final_label: str = ""  # `totals.final_label` of the Final's dimensions ("" = all 16)
 
 
 def _percentile_ci(samples: np.ndarray, ci: float) -> tuple[float, float]:
@@ -144,8 +155,8 @@ def _weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def _totals_row(
     means: np.ndarray, vbench_dims: Sequence[str], compute_totals: Callable[[Mapping[str, float]], Any]
 ) -> tuple[float, float, float]:
-    """(quality, semantic, final) of one vector of dimension means; NaN if any dimension is missing."""
-    if not vbench_dims or not np.all(np.isfinite(means)):
+    """(quality, semantic, final) of one vector of dimension means (NaN in a half / Final lacking a dimension)."""
+    if not vbench_dims:
         return math.nan, math.nan, math.nan
     totals = compute_totals({dim: float(v) for dim, v in zip(vbench_dims, means)})
     return tuple(math.nan if x is None else float(x) for x in (totals.quality, totals.semantic, totals.total))
@@ -277,15 +288,16 @@ def summarize_runs(
 
         # 1-2. per-video scores -> mean over videos; 3. totals on the VBench means
         point = _weighted_means(mat.values, np.ones((1, len(mat.keys))))[0] if mat.keys else np.full(len(columns), np.nan)
-        present_v = [i for i in range(num_v) if np.isfinite(point[i])]
-        present_dims = [vbench_dims[i] for i in present_v]
-        point_totals = _totals_matrix(point[None, present_v], present_dims, compute_totals)[0]
+        point_totals = _totals_matrix(point[None, :num_v], vbench_dims, compute_totals)[0]
+        unscored = [vbench_dims[i] for i in range(num_v) if not np.isfinite(point[i])]
+        if unscored:
+            notes.append(f"Final is NaN: no scored video for requested dimension(s) {', '.join(unscored)}")
         boot_means = np.empty((0, len(columns)))
         boot_totals = np.empty((0, 3))
         if n_boot and mat.keys:
             weights = _prompt_weights(_prompt_ids(mat.prompts), n_boot, rng)  # [n_boot, V]
             boot_means = _weighted_means(mat.values, weights)  # [n_boot, M]
-            boot_totals = _totals_matrix(boot_means[:, present_v], present_dims, compute_totals)  # [n_boot, 3]
+            boot_totals = _totals_matrix(boot_means[:, :num_v], vbench_dims, compute_totals)  # [n_boot, 3]
 
         def stat(value: float, samples: np.ndarray, n: int) -> MetricStat:
             lo, hi = _percentile_ci(samples, ci) if samples.size else (math.nan, math.nan)
@@ -318,10 +330,8 @@ def summarize_runs(
                 vals_v, vals_b = np.where(joint, vals_v, np.nan), np.where(joint, vals_b, np.nan)
                 ones = np.ones((1, len(common)))
                 pv, pb = _weighted_means(vals_v, ones)[0], _weighted_means(vals_b, ones)[0]
-                pair_v = [i for i in range(num_v) if np.isfinite(pv[i]) and np.isfinite(pb[i])]
-                pair_dims = [vbench_dims[i] for i in pair_v]
-                tv = _totals_matrix(pv[None, pair_v], pair_dims, compute_totals)[0]
-                tb = _totals_matrix(pb[None, pair_v], pair_dims, compute_totals)[0]
+                tv = _totals_matrix(pv[None, :num_v], vbench_dims, compute_totals)[0]
+                tb = _totals_matrix(pb[None, :num_v], vbench_dims, compute_totals)[0]
                 delta_cols, delta_tot = _relative_delta(pv, pb), _relative_delta(tv, tb)
                 boot_dc = np.empty((0, len(columns)))
                 boot_dt = np.empty((0, 3))
@@ -330,15 +340,16 @@ def summarize_runs(
                     bv, bb = _weighted_means(vals_v, weights), _weighted_means(vals_b, weights)  # [n_boot, M]
                     boot_dc = _relative_delta(bv, bb)
                     boot_dt = _relative_delta(
-                        _totals_matrix(bv[:, pair_v], pair_dims, compute_totals),
-                        _totals_matrix(bb[:, pair_v], pair_dims, compute_totals),
+                        _totals_matrix(bv[:, :num_v], vbench_dims, compute_totals),
+                        _totals_matrix(bb[:, :num_v], vbench_dims, compute_totals),
                     )
                 for j, c in enumerate(columns):
                     _set_delta(col_stats[c], delta_cols[j], boot_dc[:, j] if boot_dc.size else boot_dc, ci)
                 for k, m in enumerate(TOTAL_METRICS):
                     _set_delta(tot_stats[m], delta_tot[k], boot_dt[:, k] if boot_dt.size else boot_dt, ci)
-                if len(pair_dims) < len(present_dims):
-                    notes.append(f"total deltas use the {len(pair_dims)} dimensions scored on both sides")
+                unpaired = [vbench_dims[i] for i in range(num_v) if not (np.isfinite(pv[i]) and np.isfinite(pb[i]))]
+                if unpaired and not is_baseline:
+                    notes.append(f"total deltas are NaN: no paired scores for {', '.join(unpaired)}")
 
                 # overhead: median generation wall time per video, same device only
                 dev_v, dev_b = _device_name(run.env), _device_name(base.env)
@@ -355,11 +366,7 @@ def summarize_runs(
         if trigger_note:
             notes.append(trigger_note)
         ok = run.ok_videos
-        if present_dims:
-            point_result = compute_totals({d: float(point[vbench_dims.index(d)]) for d in present_dims})
-            num_scored_dims, partial = int(point_result.dimensions_scored), bool(point_result.partial)
-        else:
-            num_scored_dims, partial = 0, True
+        scope = final_totals({d: float(point[i]) for i, d in enumerate(vbench_dims)})
         summaries.append(
             VariantSummary(
                 backbone=run.backbone,
@@ -372,14 +379,15 @@ def summarize_runs(
                 dimensions={c: col_stats[c] for c in vbench_dims},
                 extras={c: col_stats[c] for c in extra_dims},
                 totals=tot_stats,
-                dimensions_scored=num_scored_dims,
-                partial=partial,
+                dimensions_scored=scope.dimensions_scored,
+                partial=scope.partial,
                 overhead_x=overhead_x,
                 trigger_rate=triggers / tested if tested else math.nan,
                 tested_batches=tested,
                 regenerations_per_video=float(ok["num_regenerations"].mean()) if len(ok) else math.nan,
                 pruned_tokens_per_video=float(ok["num_pruned_tokens"].mean()) if len(ok) else math.nan,
                 notes=notes,
+                final_label=scope.label,
             )
         )
     return summaries

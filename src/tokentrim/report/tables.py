@@ -25,7 +25,6 @@ from tokentrim.report.aggregate import (
     MetricStat,
     VariantSummary,
     summarize_runs,
-    vbench_dimension_names,
 )
 from tokentrim.report.atomic_io import atomic_path, write_text_atomic
 from tokentrim.report.run_data import RunData, load_runs
@@ -87,6 +86,7 @@ def summaries_to_frame(summaries: Sequence[VariantSummary]) -> pd.DataFrame:
             {
                 "dimensions_scored": s.dimensions_scored,
                 "partial": s.partial,
+                "final_dimensions": s.final_label,
                 "overhead_x": s.overhead_x,
                 "trigger_rate": s.trigger_rate,
                 "tested_batches": s.tested_batches,
@@ -113,14 +113,9 @@ def _fmt_ci(value: float, lo: float, hi: float, digits: int = 4, signed: bool = 
 
 
 def _partial_label(summaries: Sequence[VariantSummary]) -> str:
-    """'partial: k/16 dimensions' (k = most dimensions any variant has), or '' when all 16 were scored."""
-    num_all = len(vbench_dimension_names())
-    partial = [s for s in summaries if s.partial]
-    if not partial:
-        return ""
-    counts = sorted({s.dimensions_scored for s in summaries})
-    k = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"partial: {k}/{num_all} dimensions"
+    """The Final's label (`scoring.totals.final_label`, set by `summarize_runs`; one scope for every row), or ''."""
+    labels = list(dict.fromkeys(s.final_label for s in summaries if s.final_label))
+    return "; ".join(labels)
 
 
 @dataclasses.dataclass
@@ -196,8 +191,8 @@ def _captions(baseline: str, n_boot: int, seed: int, ci: float, partial: str) ->
     if n_boot == 0:
         boot = "no CIs (n_boot=0)"
     partial_text = (
-        f" Final is {partial}: VBench weights are renormalised over the dimensions present, so it is not comparable "
-        "with a full 16-dimension Final Score."
+        f" Final is over {partial} (the dimensions requested): VBench weights are renormalised over them, so it is not "
+        "comparable with a full 16-dimension Final Score; a variant without a scored video for one of them has no Final."
         if partial
         else ""
     )

@@ -6,8 +6,11 @@ Public API (the CLI's `tokentrim score` / `tokentrim vbench-check` call these):
   ...) -> ScoreRunSummary`: one row per (video, clip, dimension) in `scores.csv`, cached by content hash.
 - `check_dimensions(dimensions=None, *, cache_dir=None, torch_home=None, hf_home=None) -> {dim: DimensionStatus}` and
   `format_check(status) -> str`: ready / missing file(s) with exact paths; imports nothing, downloads nothing.
-- `aggregate_scores(rows_or_csv) -> {dim: float}` and `compute_totals(raw) -> Totals` (Quality / Semantic / Total,
-  renormalised over the dimensions present, `partial_note` for tables).
+- `preflight(scorer_cfg, device)`: the scorer config checked before any work (one line: dimension, missing file, key).
+- `aggregate_scores(rows_or_csv) -> {dim: float}` (`aggregation`, the one rule the report uses too) and
+  `compute_totals(raw) -> Totals` (Quality / Semantic / Total over the requested dimensions; `label` for tables).
+- Modules: `vbench_adapter` (score_videos), `planning`, `scores_store`, `vbench_env`, `worker_pool`, `slow_fast`,
+  `aggregation`, `totals`, `weights`, `scorer_config`, `folder` (score a plain folder of mp4s), `long_video`.
 - Prompt suites: `load_vbench_suite`, `load_prompt_file`, `video_name`, `prompt_from_video_name`.
 
 Importing this package does not import vbench or torch.
@@ -29,16 +32,11 @@ from tokentrim.scoring.totals import (
     Totals,
     compute_totals,
 )
-from tokentrim.scoring.vbench_adapter import (
-    DEFAULT_CLIP_SECONDS,
-    SCORES_COLUMNS,
-    ScoreRunSummary,
-    VideoJob,
-    aggregate_scores,
-    content_hash,
-    read_scores,
-    score_videos,
-)
+from tokentrim.scoring.aggregation import aggregate_scores, per_video_scores
+from tokentrim.scoring.planning import DEFAULT_CLIP_SECONDS, VideoJob, content_hash
+from tokentrim.scoring.scorer_config import preflight
+from tokentrim.scoring.scores_store import SCORES_COLUMNS, read_scores
+from tokentrim.scoring.vbench_adapter import DimensionFailedError, ScoreRunSummary, score_videos
 from tokentrim.scoring.weights import (
     DimensionStatus,
     DownloadBlockedError,
@@ -53,6 +51,7 @@ __all__ = [
     "SEMANTIC_DIMENSIONS",
     "DEFAULT_CLIP_SECONDS",
     "SCORES_COLUMNS",
+    "DimensionFailedError",
     "DimensionStatus",
     "DownloadBlockedError",
     "PromptEntry",
@@ -68,6 +67,8 @@ __all__ = [
     "format_check",
     "load_prompt_file",
     "load_vbench_suite",
+    "per_video_scores",
+    "preflight",
     "prompt_from_video_name",
     "read_scores",
     "score_videos",

@@ -8,15 +8,21 @@ unchanged since 2024-06-28; README "How to Calculate Total Score"):
     Semantic = sum_{k in SEMANTIC} n[k] / sum_{k in SEMANTIC} W[k]
     Total    = (4 * Quality + 1 * Semantic) / 5
 
-One deliberate difference: the official script sets a missing dimension to raw 0 (which normalises to a negative number
-when Min > 0). Here both sums run over the dimensions actually present, so the weights are renormalised; a half with no
-dimension is None and Total falls back to the half that exists. `Totals.partial` says when fewer than 16 were scored.
+The one rule for a Final Score over fewer than 16 dimensions (the report, `sweep.final_score` and W&B all use it):
+- it is computed over the dimensions the user REQUESTED (the keys of `raw`, or `requested`): both sums run over the
+  requested dimensions of their half, so the weights are renormalised over them (the official script would set a
+  missing dimension to raw 0, which normalises to a negative number when Min > 0); a half with no requested dimension is
+  None and Total is the half that exists;
+- a requested dimension with no score (NaN / absent) is never renormalised away: the halves it belongs to and Total
+  are None, and `Totals.reason` names it;
+- fewer than 16 requested dimensions is labelled: `final_label(requested)`, e.g. "3/16: subject_consistency,
+  temporal_flickering, aesthetic_quality", shown in the table header as "Final (3/16: ...)".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "QUALITY_WEIGHT",
     "SEMANTIC_WEIGHT",
     "Totals",
+    "final_label",
     "normalize_dimension",
     "compute_totals",
 ]
@@ -79,21 +86,44 @@ QUALITY_WEIGHT = 4.0
 SEMANTIC_WEIGHT = 1.0
 
 
+def final_label(requested: Sequence[str]) -> str:
+    """Label of a Final over `requested`: "" for all 16; "k/16: a, b" (k <= 8) or "k/16: without x, y" otherwise."""
+    names = [name for name in ALL_DIMENSIONS if name in set(requested)]
+    if len(names) == len(ALL_DIMENSIONS):
+        return ""
+    if len(names) <= len(ALL_DIMENSIONS) // 2:
+        return f"{len(names)}/{len(ALL_DIMENSIONS)}: {', '.join(names) or 'none'}"
+    left_out = [name for name in ALL_DIMENSIONS if name not in names]
+    return f"{len(names)}/{len(ALL_DIMENSIONS)}: without {', '.join(left_out)}"
+
+
 @dataclass(frozen=True)
 class Totals:
-    """Quality, Semantic and Total (None where no dimension of that half was scored)."""
+    """Quality, Semantic and Total over the requested dimensions (None where that half has none, or lacks a score)."""
 
     quality: float | None
     semantic: float | None
     total: float | None
     dimensions_scored: int
-    partial: bool
+    partial: bool  # fewer than 16 dimensions requested
     normalized: dict[str, float]
+    requested: tuple[str, ...] = ()  # the Final's dimensions, in ALL_DIMENSIONS order
+    missing: tuple[str, ...] = ()  # requested dimensions without a score
+
+    @property
+    def label(self) -> str:
+        """`final_label(requested)`: "" when all 16 were requested."""
+        return final_label(self.requested)
 
     @property
     def partial_note(self) -> str:
-        """Caption text for tables: empty when all 16 dimensions were scored."""
-        return f"partial: {self.dimensions_scored}/{len(ALL_DIMENSIONS)} dimensions" if self.partial else ""
+        """Caption text for tables (the same rule as `label`)."""
+        return self.label
+
+    @property
+    def reason(self) -> str:
+        """Why Total is None: the requested dimensions without a score ("" when there are none)."""
+        return f"no score for requested dimension(s) {', '.join(self.missing)}" if self.missing else ""
 
 
 def normalize_dimension(name: str, raw: float) -> float:
@@ -104,26 +134,33 @@ def normalize_dimension(name: str, raw: float) -> float:
     return (raw - low) / (high - low) * DIMENSION_WEIGHT[name]
 
 
-def _half(normalized: Mapping[str, float], names: tuple[str, ...]) -> float | None:
-    present = [name for name in names if name in normalized]
-    if not present:
+def _half(normalized: Mapping[str, float], names: Sequence[str], missing: Sequence[str]) -> float | None:
+    if not names or any(name in missing for name in names):
         return None
-    return sum(normalized[name] for name in present) / sum(DIMENSION_WEIGHT[name] for name in present)
+    return sum(normalized[name] for name in names) / sum(DIMENSION_WEIGHT[name] for name in names)
 
 
-def compute_totals(raw: Mapping[str, float]) -> Totals:
+def compute_totals(raw: Mapping[str, float], *, requested: Sequence[str] | None = None) -> Totals:
     """Quality / Semantic / Total of per-dimension aggregate scores `raw` (underscore names, VBench scale).
 
-    NaN entries count as not scored. Unknown names raise ValueError (a typo must not silently drop a dimension).
+    `requested` (default: the keys of `raw`) are the dimensions the Final is over; a requested dimension whose value is
+    NaN, None or absent makes its half and Total None (module docstring). Unknown names raise ValueError (a typo must
+    not silently drop a dimension).
     """
-    unknown = sorted(set(raw) - set(ALL_DIMENSIONS))
+    names = list(raw) if requested is None else list(requested)
+    unknown = sorted((set(raw) | set(names)) - set(ALL_DIMENSIONS))
     if unknown:
         raise ValueError(f"raw has unknown VBench dimension names {unknown}; expected names from {list(ALL_DIMENSIONS)}")
-    scored = {name: float(value) for name, value in raw.items() if value is not None and not math.isnan(float(value))}
+    wanted = [name for name in ALL_DIMENSIONS if name in set(names)]
+    scored = {name: float(raw[name]) for name in wanted
+              if raw.get(name) is not None and not math.isnan(float(raw[name]))}
+    missing = tuple(name for name in wanted if name not in scored)
     normalized = {name: normalize_dimension(name, value) for name, value in scored.items()}
-    quality = _half(normalized, QUALITY_DIMENSIONS)
-    semantic = _half(normalized, SEMANTIC_DIMENSIONS)
-    if quality is not None and semantic is not None:
+    quality = _half(normalized, [n for n in QUALITY_DIMENSIONS if n in wanted], missing)
+    semantic = _half(normalized, [n for n in SEMANTIC_DIMENSIONS if n in wanted], missing)
+    if missing:
+        total = None
+    elif quality is not None and semantic is not None:
         total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
     else:
         total = quality if quality is not None else semantic
@@ -132,6 +169,8 @@ def compute_totals(raw: Mapping[str, float]) -> Totals:
         semantic=semantic,
         total=total,
         dimensions_scored=len(scored),
-        partial=len(scored) < len(ALL_DIMENSIONS),
+        partial=len(wanted) < len(ALL_DIMENSIONS),
         normalized=normalized,
+        requested=tuple(wanted),
+        missing=missing,
     )
