@@ -71,7 +71,7 @@ def jobs_of(prompts_cfg: Mapping[str, Any], seed_offset: int = 0) -> list[Job]:
     from tokentrim.prompts import load_prompts
 
     prompts = load_prompts(prompts_cfg)
-    seeds = [int(s) + seed_offset for s in prompts_cfg.get("seeds", [0])]
+    seeds = [int(s) + seed_offset for s in prompts_cfg["seeds"]]
     return [Job(p, s, Path(video_name(p, s)).stem) for p in prompts for s in seeds]
 
 
