@@ -19,7 +19,6 @@ import html
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -165,15 +164,11 @@ class PromptEmbeddingCache:
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(prompt)
-        handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"embeds": embeds.detach().cpu().contiguous()}, tmp,
+        from tokentrim.report.atomic_io import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file({"embeds": embeds.detach().cpu().contiguous()}, str(tmp),
                       metadata={"prompt": prompt, "model": self.model_fingerprint, "text_len": str(self.text_len)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------- encoder
