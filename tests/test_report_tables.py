@@ -10,7 +10,7 @@ from tokentrim.report import make_report
 from tokentrim.report.aggregate import per_video_scores, summarize_runs
 from tokentrim.report.run_data import load_runs
 from tokentrim.report.tables import summaries_to_frame
-from tokentrim.report.synthetic import synthetic_run_dir, write_run_dir
+from synthetic_runs import synthetic_run_dir, write_run_dir
 
 SC_MIN = 0.1462  # VBench scripts/constant.py NORMALIZE_DIC["subject consistency"] min (max is 1.0), for hand maths
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tokentrim.report import make_report
-from tokentrim.report.synthetic import synthetic_run_dir
+from synthetic_runs import synthetic_run_dir
 from tokentrim.report.wandb_log import WandbLogger, make_logger
 
 # W&B transaction log (`run-<id>.wandb`): a 7-byte file header (":W&B", magic 0xBEE1, version 0), then LevelDB-log

@@ -258,7 +258,7 @@ def main() -> None:
         argv.append(f"report.dir={report_dir}")
     _COMMAND[0] = command
     # transformers 4.33 (imported by diffusers) warns about a torch API it uses; not ours, and not an error of the run
-    warnings.filterwarnings("ignore", message=".*_register_pytree_node is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*_register_pytree_node.* is deprecated", category=FutureWarning)
     from tokentrim.config_schema import ConfigError
 
     try:

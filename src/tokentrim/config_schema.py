@@ -470,7 +470,7 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     init = _ranged(lambda: FlowMoConfig(**out["init"]))
     backbone = dict(cfg["backbone"])
     _ranged(lambda: check_backbone_config(backbone))
-    sampler = _ranged(lambda: sampler_config(backbone["pipeline"], resolved_sampler(backbone)))
+    sampler = _ranged(lambda: sampler_config(backbone["pipeline"], resolved_sampler(backbone)), prefix="backbone.")
     _check_run_keys(out)
     _check_logger(out["logger"])
 
@@ -492,14 +492,18 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _ranged(build):
-    """Run a dataclass's own range check, re-raised as one ConfigError line."""
+def _ranged(build, prefix: str = ""):
+    """Run a dataclass's own range check, re-raised as one ConfigError line (its key given the group `prefix` when
+    the dataclass names it without, e.g. the sampler's `sampler.shift` is `backbone.sampler.shift`)."""
     try:
         return build()
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
-        raise ConfigError(str(err).splitlines()[0]) from None
+        line = str(err).splitlines()[0]
+        if prefix and not line.startswith(prefix):
+            line = prefix + line
+        raise ConfigError(line) from None
 
 
 def _check_run_keys(out: Mapping[str, Any]) -> None:
