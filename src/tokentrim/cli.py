@@ -100,15 +100,16 @@ def _as_config_error(check) -> None:
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
-def variant_name(cfg: DictConfig) -> str:
-    """Directory name of the variant: baseline | tokentrim | tokentrim+flowmo | ..., plus swept trim/init values."""
+def variant_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """Directory name of the variant: baseline | tokentrim | tokentrim+flowmo | ..., plus the trim/init values of
+    `overrides` (default: this Hydra job's task overrides)."""
     if cfg.variant:
         return str(cfg.variant)
     if not cfg.trim.enabled and not cfg.init.enabled:
         return str(cfg.report.baseline_variant)
     name = "+".join(([cfg.trim.name] if cfg.trim.enabled else ["notrim"]) + (["flowmo"] if cfg.init.enabled else []))
     suffix = []
-    for override in _task_overrides():
+    for override in _task_overrides() if overrides is None else overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
         if key.startswith(("trim.", "init.")) and key not in ("trim.name", "trim.enabled", "init.enabled"):
@@ -173,12 +174,15 @@ def score_stage(cfg: DictConfig) -> list[Path]:
     return [score(scorer, d, score_cache_dir=cfg.paths.score_cache_dir) for d in dirs]
 
 
-def report_stage(cfg: DictConfig) -> Path:
+def report_stage(cfg: DictConfig, wandb_variants: list[str] | None = None) -> Path:
+    """Tables, plots and W&B for the experiment (or `report.dir`); table.md is printed last. `wandb_variants`: log only
+    these variants to W&B (None: all)."""
     from tokentrim.report import make_report
 
     target = Path(cfg.report.dir) if cfg.report.dir else experiment_dir(cfg)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-    paths = make_report(target, baseline=str(cfg.report.baseline_variant), n_boot=cfg.report.n_boot, plots=cfg.report.plots, logger_cfg=logger_cfg)
+    paths = make_report(target, baseline=str(cfg.report.baseline_variant), n_boot=cfg.report.n_boot,
+                        plots=cfg.report.plots, logger_cfg=logger_cfg, wandb_variants=wandb_variants)
     table = paths.tables.get("md")
     if table is not None and Path(table).exists():
         sys.stdout.write(Path(table).read_text() + "\n")
@@ -228,8 +232,10 @@ def _run_command(command: str, cfg: DictConfig) -> float | None:
 
         generate_stage(cfg)
         score_stage(cfg)
-        report_stage(cfg)
-        return final_score(run_dir_of(cfg))
+        objective = final_score(run_dir_of(cfg))  # before the report: its table is the last thing printed
+        # a run logs its own variant and its baseline to W&B (a sweep's other jobs log theirs: one W&B run each)
+        report_stage(cfg, wandb_variants=[variant_name(cfg), str(cfg.report.baseline_variant)])
+        return objective
     elif command == "generate":
         generate_stage(cfg)
     elif command == "score":
