@@ -183,10 +183,9 @@ def report_stage(cfg: DictConfig, wandb_variants: list[str] | None = None) -> Pa
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
     paths = make_report(target, baseline=str(cfg.report.baseline_variant), n_boot=cfg.report.n_boot,
                         plots=cfg.report.plots, logger_cfg=logger_cfg, wandb_variants=wandb_variants)
-    table = paths.tables.get("md")
-    if table is not None and Path(table).exists():
-        sys.stdout.write(Path(table).read_text() + "\n")
     logger.info("report written to %s", paths.out_dir)
+    sys.stdout.write(Path(paths.tables["table_md"]).read_text(encoding="utf-8") + "\n")  # the README's promise
+    sys.stdout.flush()
     return paths.out_dir
 
 

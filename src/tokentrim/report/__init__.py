@@ -176,10 +176,10 @@ def make_report(
     tables = build_tables(runs, title=title, baseline=baseline, n_boot=n_boot, seed=seed, ci=ci)
     table_paths = write_tables(tables, out)
     missing = missing_parts(root, runs, baseline)
-    if missing and "md" in table_paths:  # a partial report says so above its table
-        text = Path(table_paths["md"]).read_text(encoding="utf-8")
+    if missing:  # a partial report says so above its table
+        text = Path(table_paths["table_md"]).read_text(encoding="utf-8")
         header = ["**INCOMPLETE**: this report lacks:", "", *[f"- {line}" for line in missing], ""]
-        write_text_atomic(table_paths["md"], "\n".join(header) + "\n" + text)
+        write_text_atomic(table_paths["table_md"], "\n".join(header) + "\n" + text)
     run_plots: dict[tuple[str, str], list[Path]] = {}  # (backbone, label) -> that run's own figures
     sweep_plots: list[Path] = []
     if plots:
