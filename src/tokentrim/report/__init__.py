@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tokentrim.report import plots as figs
-from tokentrim.report.atomic_io import write_text_atomic
+from tokentrim.report.atomic_io import remove_stale_temps, write_text_atomic
 from tokentrim.report.aggregate import find_baseline
 from tokentrim.report.completeness import missing_parts
 from tokentrim.report.run_data import BASELINE, RunData, differing_parameters, find_run_dirs, flatten_config, load_runs
@@ -172,6 +172,8 @@ def make_report(
     root = Path(run_or_sweep_dir)
     runs = load_runs(root)
     out = Path(out_dir) if out_dir is not None else root
+    remove_stale_temps(out, recursive=False)  # a killed report's half-written tables / plots
+    remove_stale_temps(out / "plots")
     title = f"TokenTrim report: {root.resolve().name} ({len(runs)} run{'s' if len(runs) != 1 else ''})"
     tables = build_tables(runs, title=title, baseline=baseline, n_boot=n_boot, seed=seed, ci=ci)
     table_paths = write_tables(tables, out)
