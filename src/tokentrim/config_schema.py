@@ -460,8 +460,8 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out["init"] = check_section(cfg["init"], InitConfig, "init")
     out["prompts"] = check_section(cfg["prompts"], _option_schema(cfg["prompts"], "source", PROMPT_SCHEMAS, "prompts"),
                                    "prompts")
-    out["scorer"] = check_section(cfg["scorer"], _option_schema(cfg["scorer"], "name", SCORER_SCHEMAS, "scorer"), "scorer")
-    out["logger"] = check_section(cfg["logger"], _option_schema(cfg["logger"], "name", LOGGER_SCHEMAS, "logger"), "logger")
+    for group, schemas in (("scorer", SCORER_SCHEMAS), ("logger", LOGGER_SCHEMAS)):
+        out[group] = check_section(cfg[group], _option_schema(cfg[group], "name", schemas, group), group)
     out["launcher"] = check_section(cfg["launcher"], LauncherConfig, "launcher")
 
     # ranges: the consuming dataclasses' own rules (one place each)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -159,7 +158,7 @@ class PromptEmbeddingCache:
             return handle.get_tensor("embeds")
 
     def put(self, prompt: str, embeds: torch.Tensor) -> None:
-        """Store `[length, D]` rows atomically (temp file in the same folder, then os.replace)."""
+        """Store `[length, D]` rows atomically (report.atomic_io)."""
         from safetensors.torch import save_file
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
