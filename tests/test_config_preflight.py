@@ -113,7 +113,9 @@ def test_a_sweep_with_a_bad_fixed_override_is_refused_before_hydra_starts(workdi
 def test_a_fresh_process_prints_exactly_one_stderr_line(workdir: Path) -> None:
     """No warning, log line or traceback around the error (in-process capture could hide import-time output)."""
     for override, message in [("trim.p=true", "trim.p must be a number, got true"),
-                              ("trim=aggressive", "Could not find 'trim/aggressive'")]:
+                              ("trim=aggressive", "Could not find 'trim/aggressive'"),
+                              # checked after diffusers/transformers are imported (their warnings must not show)
+                              ("prompts.prompts=[a red ball rolls]", "prompts must fit the TinyWorld model's vocabulary")]:
         proc = subprocess.run([sys.executable, "-m", "tokentrim.cli", "generate", override,
                                f"paths.output_root={workdir / 'out'}"], cwd=workdir, capture_output=True, text=True,
                               timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -129,7 +131,8 @@ def test_every_shipped_group_option_passes_the_schema() -> None:
 
     wan = ["backbone.random_weights=true"]
     cases = [[], ["backbone=self_forcing", *wan], ["backbone=rolling_forcing", *wan], ["scorer=vbench"], ["logger=wandb"],
-             ["launcher=joblib"], ["launcher=multigpu", "device=cpu"], ["launcher=slurm", "device=cpu"],
+             ["launcher=joblib"], ["launcher=multigpu", "device=cpu"],
+             ["launcher=slurm"],  # device=cuda: not checked here, SLURM jobs run on GPU nodes
              ["prompts=tinyworld_eval"], ["prompts=tinyworld_sampled"], ["init=flowmo"], ["trim=none"],
              ["prompts=vbench", "scorer=vbench", "backbone=self_forcing", *wan],
              ["experiment=paper_main", "device=cpu", "dtype=float32", *wan], ["hparams_search=optuna"],

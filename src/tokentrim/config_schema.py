@@ -510,7 +510,7 @@ def _check_run_keys(out: Mapping[str, Any]) -> None:
     device = out["device"]
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-    if device != "cpu":
+    if device != "cpu" and out["launcher"]["name"] != "slurm":  # SLURM jobs run on GPU nodes, not here
         import torch
 
         if not torch.cuda.is_available():
