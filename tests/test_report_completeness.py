@@ -45,6 +45,18 @@ def test_a_killed_sweeps_report_names_the_missing_variant_and_videos(tmp_path: P
     assert "baseline: planned" not in table  # the baseline of the sweep exists
 
 
+def test_a_sweep_jobs_own_report_inside_hydra_plans_the_same(tmp_path: Path) -> None:
+    """`tokentrim run -m` reports from inside the Hydra app (GlobalHydra already initialised)."""
+    from hydra import initialize_config_dir
+
+    from tokentrim.cli import CONF_DIR
+
+    exp = _killed_sweep(tmp_path)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        table = Path(make_report(exp, n_boot=0, plots=False).tables["table_md"]).read_text()
+    assert "self_forcing/tokentrim_p0.2: planned by sweep" in table and "planned variants unknown" not in table
+
+
 def test_a_report_after_a_scoring_kill_warns_that_the_baseline_columns_are_missing(tmp_path: Path) -> None:
     exp = _killed_sweep(tmp_path)
     (exp / "self_forcing" / "baseline" / "scores.csv").unlink()

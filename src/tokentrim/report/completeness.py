@@ -50,9 +50,7 @@ def sweep_points(multirun_yaml: Path) -> list[list[str]] | None:
 
 def planned_runs(root: Path) -> dict[tuple[str, str], str]:
     """(backbone, variant) of every planned sweep point under `root` -> the sweep folder that planned it."""
-    from hydra import compose, initialize_config_dir
-
-    from tokentrim.cli import CONF_DIR, baseline_config, variant_name
+    from tokentrim.cli import baseline_config, variant_name
 
     planned: dict[tuple[str, str], str] = {}
     for multirun in sorted(root.rglob("multirun.yaml")):
@@ -60,13 +58,25 @@ def planned_runs(root: Path) -> dict[tuple[str, str], str]:
         if points is None:
             continue
         for overrides in points:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="tokentrim"):
-                cfg = compose(config_name="config", overrides=overrides)
+            cfg = _compose(overrides)
             name = variant_name(cfg, overrides=overrides)
             planned[(str(cfg.backbone.name), name)] = multirun.parent.name
             if cfg.baseline and name != cfg.report.baseline_variant:
                 planned[(str(cfg.backbone.name), variant_name(baseline_config(cfg)))] = multirun.parent.name
     return planned
+
+
+def _compose(overrides: list[str]):
+    """The config of one sweep point; inside a Hydra app (a sweep job's report) through the app's own Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tokentrim.cli import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="tokentrim"):
+        return compose(config_name="config", overrides=overrides)
 
 
 def expected_videos(config: dict[str, Any]) -> list[str] | None:
