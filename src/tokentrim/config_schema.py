@@ -26,7 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from tokentrim.backbones import BACKBONE_KINDS, PIPELINES
+from tokentrim.generate import DTYPES
 from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
+from tokentrim.report.wandb_log import MODES as WANDB_MODES
 from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
 
 
@@ -40,22 +43,6 @@ def _choices(name: str, values: Sequence[str]) -> type[enum.Enum]:
 
 
 # ---------------------------------------------------------------------------------------------- choices
-class DType(str, enum.Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class BackboneKind(str, enum.Enum):
-    tinyworld = "tinyworld"
-    wan = "wan"
-
-
-class PipelineName(str, enum.Enum):
-    self_forcing = "self_forcing"
-    rolling_forcing = "rolling_forcing"
-
-
 class PromptSource(str, enum.Enum):
     list = "list"
     file = "file"
@@ -84,12 +71,6 @@ class LoggerName(str, enum.Enum):
     wandb = "wandb"
 
 
-class WandbMode(str, enum.Enum):
-    offline = "offline"
-    online = "online"
-    disabled = "disabled"
-
-
 class LauncherName(str, enum.Enum):
     local = "local"
     joblib = "joblib"
@@ -102,7 +83,11 @@ class CheckpointKind(str, enum.Enum):
     rolling_forcing = "rolling_forcing"
 
 
-# the choice keys of the reused dataclasses (their modules declare the allowed values as tuples)
+# choices whose consuming modules declare the allowed values (as tuples): one list each, made Enums here
+DType = _choices("DType", tuple(DTYPES))
+BackboneKind = _choices("BackboneKind", BACKBONE_KINDS)
+PipelineName = _choices("PipelineName", PIPELINES)
+WandbMode = _choices("WandbMode", WANDB_MODES)
 Severity = _choices("Severity", SEVERITIES)
 DriftMetric = _choices("DriftMetric", DRIFT_METRICS)
 Scope = _choices("Scope", SCOPES)
@@ -527,6 +512,9 @@ def _check_run_keys(out: Mapping[str, Any]) -> None:
         raise ConfigError(f"num_latent_frames must be >= 1 or null, got {out['num_latent_frames']}")
     if out["report"]["n_boot"] < 0:
         raise ConfigError(f"report.n_boot must be >= 0, got {out['report']['n_boot']}")
+    if not out["report"]["baseline_variant"] or "/" in out["report"]["baseline_variant"]:
+        raise ConfigError(f"report.baseline_variant must be a directory name without '/', "
+                          f"got {out['report']['baseline_variant']!r}")
     if not out["experiment_name"] or "/" in out["experiment_name"]:
         raise ConfigError(f"experiment_name must be a non-empty name without '/', got {out['experiment_name']!r}")
     if out["variant"] is not None and (not out["variant"] or "/" in out["variant"]):

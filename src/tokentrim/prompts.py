@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokentrim.config_schema import ConfigError
+from tokentrim.config_schema import ConfigError, PromptSource
 
-SOURCES = ("list", "file", "vbench", "tinyworld")
+SOURCES = tuple(source.value for source in PromptSource)
 
 
 def load_prompts(cfg: Mapping[str, Any]) -> list[str]:

@@ -27,7 +27,7 @@ _TEMP_RE = re.compile(r"^\..*\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-")
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:20] or "host"
 
 
 def _umask() -> int:
@@ -46,7 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on normal exit move it onto `path`, on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.stem[:60]}.tmp-{_host()}-{os.getpid()}-"
+    prefix = f".{path.stem[:40]}.tmp-{_host()}-{os.getpid()}-"  # <= 255 bytes with 4-byte characters
     fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
