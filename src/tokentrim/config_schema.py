@@ -256,7 +256,7 @@ class VbenchScorerConfig:
     cache_dir: Optional[str]
     torch_home: Optional[str]
     hf_home: Optional[str]
-    device: str
+    device: Optional[str]
     score_cache_dir: Optional[str]
     clip_dir: Optional[str]
     long_protocol: LongProtocol
@@ -313,6 +313,16 @@ class LauncherConfig:
 
 
 @dataclasses.dataclass
+class ScoreConfig:
+    """`score`: `tokentrim score` on a plain folder of mp4s (the scoring branch's `tokentrim.scoring.folder`)."""
+
+    videos_dir: Optional[str]
+    prompt_file: Optional[str]
+    variant: str
+    run_dir: Optional[str]
+
+
+@dataclasses.dataclass
 class RunConfig:
     """The composed `conf/config.yaml` (groups are checked by their own schema; see `check_config`)."""
 
@@ -335,6 +345,7 @@ class RunConfig:
     scorer: Any
     logger: Any
     launcher: Any
+    score: Optional[ScoreConfig] = None  # present once the folder-scoring keys are in conf/config.yaml
 
 
 # ---------------------------------------------------------------------------------------------- the strict walk
