@@ -179,7 +179,7 @@ def test_each_missing_real_backbone_file_is_named_with_its_config_key(workdir: P
         ("Wan2.1-T2V-1.3B/google/umt5-xxl", "backbone.tokenizer_path"),
     ]
     for relative, key in expected:  # each run finds the previous files present and names the next missing one
-        proc = tokentrim("generate", "backbone=self_forcing", "prompts=file", f"prompts.path={workdir / 'prompts.txt'}",
+        proc = tokentrim("generate", "backbone=self_forcing", "scorer=vbench", "prompts=file", f"prompts.path={workdir / 'prompts.txt'}",
                          f"paths.weights_dir={weights}", f"paths.output_root={workdir / 'out'}", cwd=workdir, check=False)
         assert proc.returncode == 2
         lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "not found" in line]
