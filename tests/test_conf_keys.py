@@ -82,7 +82,7 @@ def test_config_yaml_top_level_is_the_run_schema() -> None:
 
 def _consumers() -> dict[type, set[str]]:
     """Schema -> the field names its consuming code takes by construction."""
-    from tokentrim import evaluate
+    from tokentrim.scoring.scorer_config import VBENCH_ARGS
     from tokentrim.backbones import SPEED_KEYS
     from tokentrim.init.flowmo import FlowMoConfig
     from tokentrim.report.wandb_log import WandbLogger
@@ -95,7 +95,7 @@ def _consumers() -> dict[type, set[str]]:
         schema.InitConfig: _fields(FlowMoConfig),
         schema.WandbLoggerConfig: _fields(WandbLogger),
         schema.TinyWorldScorerConfig: tinyworld_kwargs,
-        schema.VbenchScorerConfig: set(evaluate.VBENCH_ARGS),
+        schema.VbenchScorerConfig: set(VBENCH_ARGS),
         schema.WanBackboneConfig: set(),
         schema.TinyBackboneConfig: set(),
     }, set(SPEED_KEYS)

@@ -53,7 +53,8 @@ def test_a_dimension_that_is_not_ready_stops_generate_before_any_directory(tmp_p
     (tmp_path / "prompts.txt").write_text("a red ball rolls\n")
     args = common(tmp_path, "scorer.dimensions=[temporal_flickering,aesthetic_quality]", f"scorer.cache_dir={tmp_path / 'w'}")
     proc = tokentrim("run", *args, cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # bad input: exit 2, one stderr line
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "aesthetic_quality: missing file" in line]
     assert len(lines) == 1 and "(set scorer.cache_dir / VBENCH_CACHE_DIR)" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out" / "default" / "self_forcing").exists()  # nothing generated, no results directory
@@ -99,7 +100,7 @@ def test_a_requested_dimension_without_a_scored_video_makes_the_final_nan_with_a
     _run(tmp_path, "none", [0.5, 0.7])
     _run(tmp_path, "tokentrim", [math.nan, math.nan])  # aesthetic_quality requested, failed on every video
     summaries = {s.label: s for s in summarize_runs(load_runs(tmp_path), n_boot=20)}
-    base, trim = summaries["none"], summaries["tokentrim"]
+    base, trim = summaries["baseline"], summaries["tokentrim"]
     assert math.isfinite(base.totals["final"].value)  # over its 2 requested dimensions, not renormalised to 1
     flicker = ((0.96 - 0.6293) / (1 - 0.6293) + 0.6) / 2
     assert base.totals["final"].value == pytest.approx(flicker)

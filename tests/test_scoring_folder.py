@@ -81,6 +81,6 @@ def test_tokentrim_score_on_a_folder_is_reported_beside_our_baseline(tmp_path):
     make_report(out / "default", n_boot=0, plots=False)
     table = pd.read_csv(out / "default" / "table.csv").set_index("variant")
     official = table.loc["official_self_forcing"]
-    assert official["backbone"] == "tiny" and official["baseline"] == "none" and official["n_paired"] == 2
+    assert official["backbone"] == "tiny" and official["baseline"] == "baseline" and official["n_paired"] == 2
     assert official["temporal_flickering"] == pytest.approx(aggregate_scores(rows)["temporal_flickering"])
     assert "official_self_forcing" in (out / "default" / "table.md").read_text()

@@ -249,7 +249,7 @@ class TinyWorldScorerConfig:
 
 @dataclasses.dataclass
 class VbenchScorerConfig:
-    """`scorer=vbench`: `tokentrim.scoring.score_videos` keyword arguments (`evaluate.VBENCH_ARGS`)."""
+    """`scorer=vbench`: `tokentrim.scoring.score_videos` keyword arguments (`scoring.scorer_config.VBENCH_ARGS`)."""
 
     name: ScorerName
     dimensions: Optional[list[str]]
