@@ -1,0 +1,89 @@
+"""Per-video parity of our scorer with vbench's own evaluate on stand-in weights (not a test module).
+
+`score_and_direct` scores the clip suite with `score_videos` and runs `direct_evaluate` on a folder holding exactly
+the files our scorer fed vbench: the short video itself and the clip files our scorer cut from the long one. In
+`vbench_standard` mode the files are copied under the names that mode looks for (`<prompt>-<i>.mp4`, i < 5).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokentrim.scoring.prompts import prompt_from_video_name
+from tokentrim.scoring.vbench_adapter import read_scores, score_videos
+from tokentrim.scoring.weights import WeightRoots
+from vbench_direct import direct_evaluate, write_clip_suite
+
+# prompts for custom_input dimensions (any text; the names only have to be VBench-style)
+PLAIN_PROMPTS: tuple[str, ...] = ("a red square drifting", "a red square drifting slowly")
+
+
+@dataclass
+class Parity:
+    """Our rows and vbench's per-video results keyed by (video, clip), plus what each side took in seconds."""
+
+    ours: dict[tuple[str, int], dict]
+    direct: dict[tuple[str, int], float]
+    ours_s: float
+    direct_s: float
+
+
+def score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts: Sequence[str] = PLAIN_PROMPTS,
+                     mode: str = "custom_input", kwargs: Mapping | None = None) -> Parity:
+    videos = write_clip_suite(tmp / "videos", prompts)
+    clip_root = tmp / "clips"
+    start = time.perf_counter()
+    summary = score_videos(videos, scores_csv=tmp / "scores.csv", dimensions=[dimension], cache_dir=roots.cache_dir,
+                           torch_home=roots.torch_home, hf_home=roots.hf_home, clip_dir=clip_root,
+                           score_cache_dir=tmp / "score_cache", **dict(kwargs or {}))
+    ours_s = time.perf_counter() - start
+    assert not summary.errors, summary.describe()
+    ours = {(row["video"], row["clip"]): row for row in read_scores(tmp / "scores.csv")}
+
+    # the files vbench read for each row: whole video (clip -1) or the clip our scorer cut
+    sources: dict[tuple[str, int], Path] = {}
+    for (video, clip), row in ours.items():
+        if clip < 0:
+            sources[(video, clip)] = Path(row["path"])
+        else:
+            # `<video>_<NNN>.mp4`; `<video>_full.mp4` when the video is shorter than one clip (upstream's names)
+            names = [f"{video}_{clip:03d}.mp4"] + ([f"{video}_full.mp4"] if clip == 0 else [])
+            (found,) = [hit for name in names for hit in clip_root.glob(f"*/*/{glob.escape(name)}")]
+            sources[(video, clip)] = found
+    folder = tmp / "direct_videos"
+    folder.mkdir()
+    staged: dict[str, tuple[str, int]] = {}
+    prompts_of: dict[str, str] = {}  # custom_input: file name -> the prompt our scorer used (clip names carry suffixes)
+    for key, source in sorted(sources.items()):
+        video, clip = key
+        if mode == "vbench_standard":  # `<prompt>-<i>.mp4`: the i-th file of this prompt
+            prompt = video.rsplit("-", 1)[0]
+            index = sum(1 for other in staged.values() if other[0] == video)
+            assert index < 5, "vbench_standard mode reads at most 5 files per prompt"
+            name = f"{prompt}-{index}.mp4"
+        else:
+            name = source.name
+        shutil.copyfile(source, folder / name)
+        staged[str(folder / name)] = key
+        prompts_of[name] = prompt_from_video_name(Path(ours[key]["path"]).name)
+    start = time.perf_counter()
+    results = direct_evaluate(folder, dimension, roots, tmp / "direct_out", mode=mode, kwargs=kwargs,
+                              prompt_list=prompts_of if mode == "custom_input" else None)
+    direct_s = time.perf_counter() - start
+    direct = {staged[path]: float(value) for path, value in results.items()}
+    return Parity(ours=ours, direct=direct, ours_s=ours_s, direct_s=direct_s)
+
+
+def assert_equal_per_video(parity: Parity, *, expect_rows: int = 4) -> None:
+    """Every row finite, one direct result per row, and raw_score == vbench's value exactly."""
+    assert len(parity.ours) == expect_rows, sorted(parity.ours)
+    assert set(parity.direct) == set(parity.ours)
+    for key, row in parity.ours.items():
+        assert math.isfinite(row["raw_score"]) and math.isfinite(row["score"]), (key, row)
+        assert row["raw_score"] == parity.direct[key], (key, row["raw_score"], parity.direct[key])
