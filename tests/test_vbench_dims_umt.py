@@ -32,6 +32,10 @@ def vbench_standins(tmp_path_factory):
 
 def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins([DIMENSION])
+    written = umt.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
+    assert all(path.is_file() for path in written)
+    before = {path: path.stat().st_mtime_ns for path in written}
+    assert umt.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
     status = check_dimensions([DIMENSION], cache_dir=roots.cache_dir, torch_home=roots.torch_home,
                               hf_home=roots.hf_home)
     assert status[DIMENSION].is_ready, status[DIMENSION].one_line()

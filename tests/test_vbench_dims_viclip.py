@@ -31,6 +31,10 @@ def vbench_standins(tmp_path_factory):
 
 def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins(DIMENSIONS)
+    written = viclip.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
+    assert all(path.is_file() for path in written)
+    before = {path: path.stat().st_mtime_ns for path in written}
+    assert viclip.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
     status = check_dimensions(DIMENSIONS, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
     assert all(status[dim].is_ready for dim in DIMENSIONS), [item.one_line() for item in status.values()]
     empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")

@@ -82,7 +82,7 @@ def write_bert(hf_home: Path, *, seed: int) -> Path:
     snapshot = repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else _snapshot_name(seed))
     write_text(json.dumps(BERT_CONFIG, indent=2) + "\n", snapshot / "config.json")
     write_text(json.dumps(TOKENIZER_CONFIG) + "\n", snapshot / "tokenizer_config.json")
-    write_text("\n".join(vocab_lines()) + "\n", snapshot / "vocab.txt")
+    write_atomic(snapshot / "vocab.txt", lambda tmp: tmp.write_text("\n".join(vocab_lines()) + "\n", encoding="utf-8"))
     weights = snapshot / "model.safetensors"
     if not weights.is_file():
         from safetensors.torch import save_file  # noqa: PLC0415  (a transformers dependency)

@@ -16,8 +16,8 @@ Files (under the vbench cache dir):
   holds 262k lines of which the tokenizer keeps the first 48894 merges; the stand-in holds the merges a plain BPE
   learner finds on the words of every prompt in vbench's `VBench_full_info.json` (lower-cased and split with the
   tokenizer's own regex, byte-to-unicode mapped, `</w>` on the last symbol; most frequent pair first, ties broken by
-  the larger pair), until every such word is one token (2270 merges, 2784 ids). Any text still tokenizes: the 512 byte symbols
-  are always in the vocabulary, so a word outside the prompts falls back to smaller pieces. Token ids are
+  the larger pair), until every such word is one token (2270 merges, 2784 ids). Any text still tokenizes: the 512
+  byte symbols are always in the vocabulary, so a word outside the prompts falls back to smaller pieces. Token ids are
   `512 + merge rank` and `<|startoftext|>`/`<|endoftext|>` are the last two ids, as in the real layout, all below
   the text encoder's 49408 embeddings.
 """
