@@ -62,6 +62,29 @@ def test_bert_standin_matches_the_real_layout(vbench_standins):
     assert tokenizer.unk_token_id not in ids and len(ids) == 2 + 8  # every word is one wordpiece
 
 
+def test_tag2text_outputs_do_not_depend_on_grad_mode(vbench_standins):
+    # our scorer runs scene under torch.no_grad (vbench_adapter.NO_GRAD_DIMENSIONS: with autograd on, the 16-frame
+    # Swin-B forward keeps > 15 GB of activations on a CPU), so vbench's evaluate is compared under no_grad too; this
+    # checks on 2 frames that grad mode changes nothing Tag2Text computes.
+    import torch
+    from vbench.third_party.tag2Text.tag2text import tag2text_caption
+
+    roots = vbench_standins([DIMENSION])
+    repo = roots.hf_home.joinpath(*tag2text.BERT_REPO)
+    with tag2text._bert_from(repo / "snapshots" / (repo / "refs" / "main").read_text().strip()):
+        model = tag2text_caption(pretrained=str(roots.cache_dir.joinpath(*tag2text.CHECKPOINT)), image_size=384,
+                                 vit="swin_b").eval()
+    images = torch.rand(2, 3, 384, 384, generator=torch.Generator().manual_seed(0)) * 4 - 2  # [2, 3, 384, 384]
+    with torch.no_grad():
+        embeds_no_grad = model.visual_encoder(images)  # [2, 145, 1024]
+        captions_no_grad = model.generate(images, tag_input=None, return_tag_predict=True)
+    embeds_grad = model.visual_encoder(images)
+    assert embeds_grad.requires_grad
+    captions_grad = model.generate(images, tag_input=None, return_tag_predict=True)
+    assert torch.equal(embeds_grad.detach(), embeds_no_grad)
+    assert captions_grad == captions_no_grad
+
+
 def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     roots = vbench_standins([DIMENSION])
     parity = score_and_direct(tmp_path, DIMENSION, roots, prompts=PROMPTS, mode="vbench_standard")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokentrim.scoring.prompts import prompt_from_video_name
-from tokentrim.scoring.vbench_adapter import read_scores, score_videos
+from tokentrim.scoring.vbench_adapter import NO_GRAD_DIMENSIONS, read_scores, score_videos
 from tokentrim.scoring.weights import WeightRoots
 from vbench_direct import direct_evaluate, write_clip_suite
 
@@ -74,7 +74,8 @@ def score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts: 
         prompts_of[name] = prompt_from_video_name(Path(ours[key]["path"]).name)
     start = time.perf_counter()
     results = direct_evaluate(folder, dimension, roots, tmp / "direct_out", mode=mode, kwargs=kwargs,
-                              prompt_list=prompts_of if mode == "custom_input" else None)
+                              prompt_list=prompts_of if mode == "custom_input" else None,
+                              grad=dimension not in NO_GRAD_DIMENSIONS)
     direct_s = time.perf_counter() - start
     direct = {staged[path]: float(value) for path, value in results.items()}
     return Parity(ours=ours, direct=direct, ours_s=ours_s, direct_s=direct_s)

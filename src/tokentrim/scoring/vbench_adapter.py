@@ -87,6 +87,7 @@ __all__ = [
     "SCORES_COLUMNS",
     "DEFAULT_CLIP_SECONDS",
     "AUXILIARY_DIMENSIONS",
+    "NO_GRAD_DIMENSIONS",
     "VideoJob",
     "ScoreRunSummary",
     "score_videos",
@@ -109,6 +110,11 @@ DEFAULT_CLIP_SECONDS: dict[str, float] = {name: 2.0 for name in ALL_DIMENSIONS} 
 AUXILIARY_DIMENSIONS: tuple[str, ...] = (
     "object_class", "multiple_objects", "color", "spatial_relationship", "scene", "appearance_style",
 )
+# Dimensions whose vbench code runs its network with autograd on (vbench 0.1.5 `scene.py` calls Tag2Text's
+# `generate` outside `torch.no_grad`, so every activation of the 16-frame Swin-B forward is kept: > 15 GB on a CPU).
+# We call them under `torch.no_grad()`; values are unchanged (no op on that path picks its kernel by grad mode;
+# tests/test_vbench_dims_tag2text.py compares Tag2Text's outputs both ways).
+NO_GRAD_DIMENSIONS: tuple[str, ...] = ("scene",)
 _CACHE_FORMAT = 1
 _SCORER = "vbench"
 
@@ -304,6 +310,12 @@ def _restore_root_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
+def _torch_no_grad():
+    import torch  # noqa: PLC0415  (vbench's dependency; not imported until a dimension runs)
+
+    return torch.no_grad()
+
+
 def _import_vbench(module: str):
     with _restore_root_logging():
         return importlib.import_module(module)
@@ -392,7 +404,8 @@ def _run_vbench_dimension(dimension: str, units: Sequence[_Unit], *, roots: Weig
         submodules = utils.init_submodules([dimension], local=True, read_frame=False)[dimension]
         module = _import_vbench(f"vbench.{dimension}")
         compute = getattr(module, f"compute_{dimension}")
-        with _restore_root_logging():
+        grad = contextlib.nullcontext() if dimension not in NO_GRAD_DIMENSIONS else _torch_no_grad()
+        with _restore_root_logging(), grad:
             _, video_results = compute(str(info_path), device, submodules, **dict(kwargs))
     return {item["video_path"]: float(item["video_results"]) for item in video_results if "video_path" in item}
 
