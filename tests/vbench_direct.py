@@ -66,28 +66,31 @@ def user_env(roots: WeightRoots, dimension: str) -> dict[str, str]:
 
 _DIRECT = r"""
 import json, sys
+import torch
 from vbench import VBench
 args = json.loads(sys.argv[1])
-VBench(args["device"], args["full_info"], args["out"]).evaluate(
-    videos_path=args["videos"], name="direct", dimension_list=[args["dimension"]], local=True, mode=args["mode"],
-    **({"prompt_list": args["prompt_list"]} if args["prompt_list"] else {}), **args["kwargs"])
+with torch.set_grad_enabled(args["grad"]):
+    VBench(args["device"], args["full_info"], args["out"]).evaluate(
+        videos_path=args["videos"], name="direct", dimension_list=[args["dimension"]], local=True, mode=args["mode"],
+        **({"prompt_list": args["prompt_list"]} if args["prompt_list"] else {}), **args["kwargs"])
 """
 
 
 def direct_evaluate(videos: Path, dimension: str, roots: WeightRoots, out: Path, *, mode: str = "custom_input",
                     prompt_list: Mapping[str, str] | None = None, full_info: str | None = None, device: str = "cpu",
-                    kwargs: Mapping | None = None, timeout: float = 900) -> dict[str, float]:
+                    kwargs: Mapping | None = None, timeout: float = 900, grad: bool = True) -> dict[str, float]:
     """{video path: per-video result} from `VBench(device, full_info, out).evaluate(videos, ...)` in a subprocess.
 
     `mode="vbench_standard"` needs `full_info` (the installed vbench's VBench_full_info.json by default) and videos
-    named `<standard prompt>-<i>.mp4`.
+    named `<standard prompt>-<i>.mp4`. `grad=False` runs evaluate under `torch.no_grad()` (for the dimensions our
+    scorer runs that way, `vbench_adapter.NO_GRAD_DIMENSIONS`).
     """
     if mode == "vbench_standard" and full_info is None:
         import vbench  # noqa: PLC0415  (only to find the shipped json)
 
         full_info = str(Path(vbench.__file__).parent / "VBench_full_info.json")
     args = {"device": device, "full_info": full_info, "out": str(out), "videos": str(videos), "dimension": dimension,
-            "mode": mode, "prompt_list": dict(prompt_list or {}), "kwargs": dict(kwargs or {})}
+            "mode": mode, "prompt_list": dict(prompt_list or {}), "kwargs": dict(kwargs or {}), "grad": grad}
     proc = subprocess.run([sys.executable, "-c", _DIRECT, json.dumps(args)], env=user_env(roots, dimension),
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -12,6 +12,7 @@ processes' float reductions in the same order.
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import shutil
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from tokentrim.scoring.vbench_adapter import read_scores, score_videos
+from tokentrim.scoring.prompts import prompt_from_video_name
+from tokentrim.scoring.vbench_adapter import NO_GRAD_DIMENSIONS, read_scores, score_videos
 from tokentrim.scoring.weights import WeightRoots
 from vbench_direct import direct_evaluate, write_clip_suite
 
@@ -81,11 +83,14 @@ def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts,
         if clip < 0:
             sources[(video, clip)] = Path(row["path"])
         else:
-            (found,) = [path for path in clip_root.glob("*/*/*.mp4") if path.name == f"{video}_{clip:03d}.mp4"]
+            # `<video>_<NNN>.mp4`; `<video>_full.mp4` when the video is shorter than one clip (upstream's names)
+            names = [f"{video}_{clip:03d}.mp4"] + ([f"{video}_full.mp4"] if clip == 0 else [])
+            (found,) = [hit for name in names for hit in clip_root.glob(f"*/*/{glob.escape(name)}")]
             sources[(video, clip)] = found
     folder = tmp / "direct_videos"
     folder.mkdir()
     staged: dict[str, tuple[str, int]] = {}
+    prompts_of: dict[str, str] = {}  # custom_input: file name -> the prompt our scorer used (clip names carry suffixes)
     for key, source in sorted(sources.items()):
         video, clip = key
         if mode == "vbench_standard":  # `<prompt>-<i>.mp4`: the i-th file of this prompt
@@ -97,8 +102,11 @@ def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts,
             name = source.name
         shutil.copyfile(source, folder / name)
         staged[str(folder / name)] = key
+        prompts_of[name] = prompt_from_video_name(Path(ours[key]["path"]).name)
     start = time.perf_counter()
-    results = direct_evaluate(folder, dimension, roots, tmp / "direct_out", mode=mode, kwargs=kwargs)
+    results = direct_evaluate(folder, dimension, roots, tmp / "direct_out", mode=mode, kwargs=kwargs,
+                              prompt_list=prompts_of if mode == "custom_input" else None,
+                              grad=dimension not in NO_GRAD_DIMENSIONS)
     direct_s = time.perf_counter() - start
     direct = {staged[path]: float(value) for path, value in results.items()}
     return Parity(ours=ours, direct=direct, ours_s=ours_s, direct_s=direct_s)

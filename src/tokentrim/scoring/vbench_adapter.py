@@ -23,6 +23,7 @@ the call stops it with `DimensionFailedError` (one line: dimension, count, first
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -65,11 +66,18 @@ from tokentrim.scoring.worker_pool import score_with_workers
 
 logger = logging.getLogger(__name__)
 
+# Dimensions whose vbench code runs its network with autograd on (vbench 0.1.5 `scene.py` calls Tag2Text's
+# `generate` outside `torch.no_grad`, so every activation of the 16-frame Swin-B forward is kept: > 15 GB on a CPU).
+# We call them under `torch.no_grad()`; values are unchanged (no op on that path picks its kernel by grad mode;
+# tests/test_vbench_dims_tag2text.py compares Tag2Text's outputs both ways).
+NO_GRAD_DIMENSIONS: tuple[str, ...] = ("scene",)
+
 __all__ = [
     "SCORES_COLUMNS",
     "DEFAULT_CLIP_SECONDS",
     "AUXILIARY_DIMENSIONS",
     "DimensionFailedError",
+    "NO_GRAD_DIMENSIONS",
     "VideoJob",
     "ScoreRunSummary",
     "check_score_options",
@@ -124,6 +132,12 @@ class ScoreRunSummary:
 # --------------------------------------------------------------------------------------------------------------------
 # one vbench call
 # --------------------------------------------------------------------------------------------------------------------
+def _torch_no_grad():
+    import torch  # noqa: PLC0415  (vbench's dependency; not imported until a dimension runs)
+
+    return torch.no_grad()
+
+
 def _run_vbench_dimension(dimension: str, units: Sequence[Unit], *, roots: WeightRoots, device: str,
                           work_dir: Path, aux_by_prompt: Mapping[str, dict], kwargs: Mapping) -> dict[str, float]:
     """Call `vbench.<dimension>.compute_<dimension>` on the units' files; return {video_path: raw per-video result}.
@@ -144,7 +158,8 @@ def _run_vbench_dimension(dimension: str, units: Sequence[Unit], *, roots: Weigh
         submodules = utils.init_submodules([dimension], local=True, read_frame=False)[dimension]
         module = import_vbench(f"vbench.{dimension}")
         compute = getattr(module, f"compute_{dimension}")
-        with restore_root_logging():
+        grad = contextlib.nullcontext() if dimension not in NO_GRAD_DIMENSIONS else _torch_no_grad()
+        with restore_root_logging(), grad:
             _, video_results = compute(str(info_path), device, submodules, **dict(kwargs))
     return {item["video_path"]: float(item["video_results"]) for item in video_results if "video_path" in item}
 

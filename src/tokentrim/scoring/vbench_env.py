@@ -71,6 +71,10 @@ def vbench_session(roots: WeightRoots, dimension: str) -> Iterator[None]:
             patched.append((module, attr, getattr(module, attr)))
             setattr(module, attr, value)
 
+    def patch_object(obj: object, attr: str, value: object) -> None:
+        patched.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
     try:
         os.environ.update(env)
         utils = import_vbench("vbench.utils")
@@ -78,6 +82,17 @@ def vbench_session(roots: WeightRoots, dimension: str) -> Iterator[None]:
         # Modules that did `from vbench.utils import CACHE_DIR` hold their own copy (read at call time).
         for name in ("vbench.temporal_style", "vbench.overall_consistency", "vbench.third_party.ViCLIP.simple_tokenizer"):
             patch(name, "CACHE_DIR", str(roots.cache_dir))
+        # ViCLIP's text encoder builds `SimpleTokenizer()` with the vocab path bound at that module's first import.
+        tokenizer = sys.modules.get("vbench.third_party.ViCLIP.simple_tokenizer")
+        if tokenizer is not None:
+            patch_object(tokenizer.SimpleTokenizer.__init__, "__defaults__",
+                         (os.path.join(str(roots.cache_dir), "ViCLIP", "bpe_simple_vocab_16e6.txt.gz"),))
+        # temporal_style / overall_consistency memoise text features per prompt in a mutable default argument, for
+        # the life of the process: start each call empty, so features of other weights are never reused.
+        for name in ("vbench.temporal_style", "vbench.overall_consistency"):
+            module = sys.modules.get(name)
+            if module is not None:
+                patch_object(module.get_text_features, "__defaults__", ({},))
         # transformers / huggingface_hub fix their cache dirs and offline flag at import time.
         hub_cache = str(roots.hf_home / "hub")
         patch("transformers.utils.hub", "TRANSFORMERS_CACHE", hub_cache)

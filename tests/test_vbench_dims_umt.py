@@ -1,0 +1,61 @@
+"""human_action (UMT-L/16) on stand-in weights: our scorer == vbench's evaluate per video.
+
+The suite: a 2-s video (whole-video row) and a 5.5-s one (VBench-Long protocol; human_action's 10-s clips make it
+one clip, `<video>_full.mp4`), 96x160 at 8 fps, named `A person is <Kinetics label>-0.mp4` so vbench parses a label
+from every file name (clip names included). The stand-in's head gives every class sigmoid ~0.5 < 0.85, so each
+video scores False (0.0): the path runs end to end, the value is fixed (see standins/umt.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tokentrim.scoring.standins import umt, standin_roots
+from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
+from vbench_parity import assert_equal_per_video, score_and_direct
+
+DIMENSION = "human_action"
+PROMPTS = ("A person is riding a bike", "A person is playing guitar")  # VBench human_action prompts
+
+
+
+def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
+    roots = vbench_standins([DIMENSION])
+    written = umt.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
+    assert all(path.is_file() for path in written)
+    before = {path: path.stat().st_mtime_ns for path in written}
+    assert umt.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
+    status = check_dimensions([DIMENSION], cache_dir=roots.cache_dir, torch_home=roots.torch_home,
+                              hf_home=roots.hf_home)
+    assert status[DIMENSION].is_ready, status[DIMENSION].one_line()
+    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
+    empty = check_dimensions([DIMENSION], cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
+                             hf_home=empty_roots.hf_home)
+    (req,) = required_files(DIMENSION, empty_roots)
+    assert not empty[DIMENSION].is_ready and str(req.path) in empty[DIMENSION].one_line()
+
+
+def test_checkpoint_is_a_plain_state_dict_matching_vbench_umt_strictly(vbench_standins):
+    # vbench loads with strict=False: a wrapped or misnamed file would load nothing and still "work"
+    roots = vbench_standins([DIMENSION])
+    state = torch.load(roots.cache_dir.joinpath(*umt.CHECKPOINT), map_location="cpu")
+    assert "model" not in state and state["head.weight"].shape == (400, 1024)
+    assert state["pos_embed"].shape == (1, 16 * 14 * 14, 1024)  # 16 frames, tubelet 1, 224 / 16 = 14
+    result = umt.build_model(seed=1).load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
+    from vbench.human_action import build_dict
+
+    roots = vbench_standins([DIMENSION])
+    parity = score_and_direct(tmp_path, DIMENSION, roots, prompts=PROMPTS)
+    assert_equal_per_video(parity, expect_rows=2)
+    labels = set(build_dict().values())
+    for row in parity.ours.values():  # vbench's own parse of the file it read finds a Kinetics-400 label
+        name = Path(row["path"]).name.lower()
+        assert name.split("-")[0].split("person is ")[-1].split("_")[0] in labels, name
+    assert sorted(clip for _, clip in parity.ours) == [-1, 0]
+    print(f"{DIMENSION}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

@@ -1,0 +1,64 @@
+"""temporal_style and overall_consistency (ViCLIP) on stand-in weights: our scorer == vbench's evaluate per video.
+
+The suite: a 2-s video (whole-video row) and a 5.5-s one (VBench-Long protocol; with these dimensions' 10-s clips it
+is one clip, `<video>_full.mp4`, re-encoded by our scorer), 96x160 at 8 fps. custom_input mode; the prompt of each
+file (clip names carry suffixes) goes to vbench as `prompt_list`.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from tokentrim.scoring.standins import viclip, standin_roots
+from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
+from vbench_parity import assert_equal_per_video, score_and_direct
+
+DIMENSIONS = viclip.DIMENSIONS
+PROMPTS = ("Close up of grapes on a rotating table. Van Gogh style",  # VBench temporal_style / overall prompts
+           "A beautiful coastal beach in spring, waves lapping on sand, oil painting")
+
+
+
+def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
+    roots = vbench_standins(DIMENSIONS)
+    written = viclip.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
+    assert all(path.is_file() for path in written)
+    before = {path: path.stat().st_mtime_ns for path in written}
+    assert viclip.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
+    status = check_dimensions(DIMENSIONS, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
+    assert all(status[dim].is_ready for dim in DIMENSIONS), [item.one_line() for item in status.values()]
+    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
+    empty = check_dimensions(DIMENSIONS, cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
+                             hf_home=empty_roots.hf_home)
+    for dim in DIMENSIONS:
+        assert not empty[dim].is_ready
+        for req in required_files(dim, empty_roots):
+            assert str(req.path) in empty[dim].one_line()
+
+
+def test_vocab_is_clip_bpe_format_and_tokenizes_the_prompts(vbench_standins):
+    roots = vbench_standins(DIMENSIONS)
+    vocab = roots.cache_dir.joinpath(*viclip.VOCAB)
+    lines = gzip.open(vocab).read().decode("utf-8").split("\n")
+    assert lines[0] == "#version: 0.2" and all(len(line.split()) == 2 for line in lines[1:])
+    # the prompts' words were learned, so each is one token: as many ids as words / punctuation marks
+    from tokentrim.scoring.standins.vbench_env import vbench_cache_dir
+
+    with vbench_cache_dir(roots.cache_dir, bpe_path=vocab):
+        from vbench.third_party.ViCLIP.simple_tokenizer import SimpleTokenizer
+
+        tokenizer = SimpleTokenizer(str(vocab))
+    ids = tokenizer.encode(PROMPTS[0])
+    assert tokenizer.decode(ids).split() == "close up of grapes on a rotating table . van gogh style".split()
+    assert len(ids) == 12 and max(tokenizer.encoder.values()) < 49408
+
+
+@pytest.mark.parametrize("dimension", DIMENSIONS)
+def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path, dimension):
+    roots = vbench_standins([dimension])
+    parity = score_and_direct(tmp_path, dimension, roots, prompts=PROMPTS)
+    assert_equal_per_video(parity, expect_rows=2)
+    assert sorted(clip for _, clip in parity.ours) == [-1, 0]  # one whole-video row, one clip row
+    print(f"{dimension}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")
