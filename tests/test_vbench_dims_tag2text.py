@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 
-from tokentrim.scoring.standins import tag2text, standin_roots
+from tokentrim.scoring.standins import tag2text
 from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
 from vbench_parity import assert_equal_per_video, score_and_direct
 

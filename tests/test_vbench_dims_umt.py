@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tokentrim.scoring.standins import umt, standin_roots
+from tokentrim.scoring.standins import umt
 from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
 from vbench_parity import assert_equal_per_video, score_and_direct
 

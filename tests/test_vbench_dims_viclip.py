@@ -11,7 +11,7 @@ import gzip
 
 import pytest
 
-from tokentrim.scoring.standins import viclip, standin_roots
+from tokentrim.scoring.standins import viclip
 from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
 from vbench_parity import assert_equal_per_video, score_and_direct
 
