@@ -66,9 +66,10 @@ def user_env(roots: WeightRoots, dimension: str) -> dict[str, str]:
 
 _DIRECT = r"""
 import json, sys
+import torch
 from vbench import VBench
 args = json.loads(sys.argv[1])
-VBench(args["device"], args["full_info"], args["out"]).evaluate(
+VBench(torch.device(args["device"]), args["full_info"], args["out"]).evaluate(  # a torch.device, as vbench's launcher
     videos_path=args["videos"], name="direct", dimension_list=[args["dimension"]], local=True, mode=args["mode"],
     **({"prompt_list": args["prompt_list"]} if args["prompt_list"] else {}), **args["kwargs"])
 """

@@ -377,8 +377,12 @@ def _run_vbench_dimension(dimension: str, units: Sequence[_Unit], *, roots: Weig
         submodules = utils.init_submodules([dimension], local=True, read_frame=False)[dimension]
         module = _import_vbench(f"vbench.{dimension}")
         compute = getattr(module, f"compute_{dimension}")
+        import torch  # noqa: PLC0415  (vbench is imported by now, and torch with it)
+
+        # vbench's launcher (`vbench/launch/evaluate.py`) passes a torch.device; GRiT's `get_parser` reads
+        # `device.type` and fails on a plain string.
         with _restore_root_logging():
-            _, video_results = compute(str(info_path), device, submodules, **dict(kwargs))
+            _, video_results = compute(str(info_path), torch.device(device), submodules, **dict(kwargs))
     return {item["video_path"]: float(item["video_results"]) for item in video_results if "video_path" in item}
 
 

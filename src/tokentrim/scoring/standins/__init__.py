@@ -25,6 +25,7 @@ __all__ = ["MODULES", "family_of", "write_standins", "standin_roots"]
 MODULES: tuple[str, ...] = (
     "dino", "clip_models", "musiq", "raft", "amt",  # subject/background consistency, appearance style, aesthetic
     "umt", "viclip", "tag2text",                     # human_action, temporal_style/overall_consistency, scene
+    "grit",                                          # object_class, multiple_objects, color, spatial_relationship
 )
 
 
