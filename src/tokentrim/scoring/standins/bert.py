@@ -87,6 +87,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared weights cache is read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,9 +24,10 @@ from pathlib import Path
 from tokentrim.scoring.standins.bert import write_bert_base_uncased
 from tokentrim.scoring.weights import GRIT_DIMENSIONS, WeightRoots
 
-__all__ = ["DIMENSIONS", "CHECKPOINT", "PROPOSAL_BIAS", "write"]
+__all__ = ["DIMENSIONS", "REQUIRES", "CHECKPOINT", "PROPOSAL_BIAS", "write"]
 
 DIMENSIONS: tuple[str, ...] = GRIT_DIMENSIONS
+REQUIRES: tuple[str, ...] = ("detectron2",)
 CHECKPOINT = Path("grit_model") / "grit_b_densecap_objectdet.pth"
 PROPOSAL_BIAS = 2.0  # agn_hm logit: proposal score sigmoid(2) ~ 0.88, so random box scores straddle the 0.5 threshold
 
@@ -76,6 +77,7 @@ def _save_checkpoint(state: dict, path: Path) -> None:
     os.close(fd)
     try:
         torch.save({"model": state}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared weights cache is read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
