@@ -36,9 +36,9 @@ def _prompts(dimension: str, count: int) -> list[str]:
     return [entry.prompt for entry in load_vbench_suite() if dimension in entry.dimensions][:count]
 
 
-def run_dimension(dimension: str, roots, work: Path) -> dict:
+def run_dimension(dimension: str, roots, work: Path, *, with_long: bool) -> dict:
     videos = work / "videos" / dimension
-    prompts = _prompts(dimension, 2)
+    prompts = _prompts(dimension, 2 if with_long else 1)
     paths = write_clip_suite(videos, prompts)
 
     # 1. our scorer
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--dimensions", nargs="+", default=list(GRIT_DIMENSIONS), choices=list(GRIT_DIMENSIONS))
+    parser.add_argument("--long-dimensions", nargs="*", default=list(GRIT_DIMENSIONS), choices=list(GRIT_DIMENSIONS),
+                        help="dimensions that also score the 5.5 s video (3 clips); the others score the 2 s one only")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -112,9 +114,12 @@ def main() -> None:
                                                hf_home=roots.hf_home)).splitlines(),
         "dimensions": {},
     }
+    if args.json.is_file():  # keep dimensions an earlier call recorded
+        result["dimensions"] = json.loads(args.json.read_text())["dimensions"]
     print("\n".join(result["check"]), flush=True)
     for dimension in args.dimensions:
-        result["dimensions"][dimension] = run_dimension(dimension, roots, args.work)
+        result["dimensions"][dimension] = run_dimension(dimension, roots, args.work,
+                                                        with_long=dimension in args.long_dimensions)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(dimension, json.dumps(result["dimensions"][dimension]), flush=True)
