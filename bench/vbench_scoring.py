@@ -101,11 +101,15 @@ def _make_videos(folder: Path, prompts: list[tuple[str, str]], *, num_frames: in
 
     from tokentrim import video_io
 
+    from concurrent.futures import ThreadPoolExecutor
+
     groups: dict[str, list[Path]] = defaultdict(list)
-    for k, (prompt, aux) in enumerate(prompts):
-        path = folder / aux / f"{prompt}-0.mp4"
-        video_io.write_video(path, moving_shapes(num_frames, height, width, seed=k), fps=fps)
-        groups[aux].append(path)
+    for prompt, aux in prompts:
+        groups[aux].append(folder / aux / f"{prompt}-0.mp4")
+    paths = [folder / aux / f"{prompt}-0.mp4" for prompt, aux in prompts]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # the encoder releases the GIL
+        list(pool.map(lambda k: video_io.write_video(paths[k], moving_shapes(num_frames, height, width, seed=k),
+                                                     fps=fps), range(len(paths))))
     return groups
 
 
@@ -136,6 +140,7 @@ def run_ours(groups: dict[str, list[Path]], dims: list[str], roots, *, device: s
 
 def run_vbench(groups: dict[str, list[Path]], dims: list[str], ours_rows: dict, *, device: str, work: Path) -> tuple[dict, dict]:
     """vbench's own evaluate per dimension on the same files (clip files for clipped videos); in this process."""
+    import torch
     import vbench
     from tokentrim.scoring.prompts import vbench_full_info_path
 
@@ -158,7 +163,7 @@ def run_vbench(groups: dict[str, list[Path]], dims: list[str], ours_rows: dict, 
         else:
             mode = "vbench_standard" if dim in AUX_DIMENSIONS else "custom_input"
             extra = {"prompt_list": prompts} if mode == "custom_input" and clipped else {}
-            vbench.VBench(device, full_info, str(out)).evaluate(
+            vbench.VBench(torch.device(device), full_info, str(out)).evaluate(  # as vbench's launcher
                 videos_path=str(folder), name="direct", dimension_list=[dim], local=True, mode=mode, **extra)
             results = json.loads((out / "direct_eval_results.json").read_text())[dim][1]
         seconds[dim] = time.perf_counter() - start
@@ -178,6 +183,7 @@ def _compute_direct(dim: str, folder: Path, prompts: dict[str, str], *, device: 
     """`compute_<dim>` on a full_info json with the suite's auxiliary_info, as `evaluate` calls it."""
     import importlib
 
+    import torch
     import vbench.utils
     from tokentrim.scoring.prompts import auxiliary_info_for
 
@@ -187,7 +193,7 @@ def _compute_direct(dim: str, folder: Path, prompts: dict[str, str], *, device: 
     info.write_text(json.dumps(entries))
     submodules = vbench.utils.init_submodules([dim], local=True, read_frame=False)[dim]
     compute = getattr(importlib.import_module(f"vbench.{dim}"), f"compute_{dim}")
-    return compute(str(info), device, submodules)[1]
+    return compute(str(info), torch.device(device), submodules)[1]
 
 
 def main() -> None:
@@ -196,7 +202,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tokentrim_vbench_bench_"))
     try:
         from tokentrim.scoring import check_dimensions
-        from tokentrim.scoring.standins import standin_roots, write_standins
+        from tokentrim.scoring.standins import write_standins
 
         t0 = time.perf_counter()
         standins = Path(args.standins_dir) if args.standins_dir else work / "standins"

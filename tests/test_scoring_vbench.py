@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tokentrim import video_io
-from tokentrim.scoring import vbench_adapter
+from tokentrim.scoring import scores_store, vbench_adapter
 from tokentrim.scoring.vbench_adapter import aggregate_scores, read_scores, score_videos
 
 
@@ -104,7 +104,7 @@ def test_scores_csv_is_replaced_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(vbench_adapter.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        vbench_adapter._write_scores(scores, [])
+        scores_store.write_scores(scores, [])
     assert scores.read_bytes() == before  # old file intact, no partial csv
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".scores")] == []
     with open(scores, newline="") as handle:

@@ -1,5 +1,6 @@
 """Missing weights are named exactly, before anything runs; vbench is never allowed to download."""
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 from tokentrim import video_io
 from tokentrim.scoring import check_dimensions, score_videos
-from tokentrim.scoring.weights import DownloadBlockedError, WeightsMissingError, block_downloads
+from tokentrim.scoring.standins.bert import write_bert_base_uncased
+from tokentrim.scoring.weights import GRIT_DIMENSIONS, DownloadBlockedError, WeightsMissingError, block_downloads
 
 
 def _forbid_subprocess(monkeypatch):
@@ -35,7 +37,25 @@ def test_check_names_exact_paths_under_each_root(tmp_path):
 
 def test_grit_dimensions_report_detectron2(tmp_path):
     line = check_dimensions(["color"], cache_dir=tmp_path)["color"].one_line()
-    assert "detectron2" in line and str(tmp_path / "grit_model/grit_b_densecap_objectdet.pth") in line
+    assert str(tmp_path / "grit_model/grit_b_densecap_objectdet.pth") in line and "\n" not in line
+    assert ("detectron2" in line) == (importlib.util.find_spec("detectron2") is None)  # CI: named (not on PyPI)
+
+
+def test_grit_dimensions_with_every_file_name_only_detectron2(tmp_path):
+    """Checkpoint and bert tokenizer present: the four GRiT dimensions hinge on detectron2 alone, in one line each."""
+    ckpt = tmp_path / "c" / "grit_model" / "grit_b_densecap_objectdet.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    write_bert_base_uncased(tmp_path / "h", with_weights=False, seed=0)
+    status = check_dimensions(GRIT_DIMENSIONS, cache_dir=tmp_path / "c", hf_home=tmp_path / "h")
+    has_detectron2 = importlib.util.find_spec("detectron2") is not None  # CI: never (not on PyPI)
+    for dim in GRIT_DIMENSIONS:
+        assert not status[dim].missing_files
+        if has_detectron2:
+            assert status[dim].is_ready
+        else:
+            assert status[dim].one_line() == (f"{dim}: missing Python package 'detectron2' (not on PyPI; build it from "
+                                              "github.com/facebookresearch/detectron2 for your torch/CUDA)")
 
 
 def test_present_files_make_a_dimension_ready(tmp_path):

@@ -70,7 +70,8 @@ import torch
 from vbench import VBench
 args = json.loads(sys.argv[1])
 with torch.set_grad_enabled(args["grad"]):
-    VBench(args["device"], args["full_info"], args["out"]).evaluate(
+    # a torch.device, as vbench's launcher (vbench/launch/evaluate.py) passes it
+    VBench(torch.device(args["device"]), args["full_info"], args["out"]).evaluate(
         videos_path=args["videos"], name="direct", dimension_list=[args["dimension"]], local=True, mode=args["mode"],
         **({"prompt_list": args["prompt_list"]} if args["prompt_list"] else {}), **args["kwargs"])
 """

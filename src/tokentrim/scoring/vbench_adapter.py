@@ -52,7 +52,6 @@ from tokentrim.scoring.planning import (
 )
 from tokentrim.scoring.prompts import load_vbench_suite
 from tokentrim.scoring.scores_store import SCORES_COLUMNS, ScoreCache, ScoresStore, read_scores
-from tokentrim.scoring.scores_store import write_scores as _write_scores  # noqa: F401  (pre-split name)
 from tokentrim.scoring.slow_fast import fuse_slow_fast
 from tokentrim.scoring.vbench_env import import_vbench, restore_root_logging, vbench_session, vbench_version
 from tokentrim.scoring.weights import (
@@ -132,12 +131,6 @@ class ScoreRunSummary:
 # --------------------------------------------------------------------------------------------------------------------
 # one vbench call
 # --------------------------------------------------------------------------------------------------------------------
-def _torch_no_grad():
-    import torch  # noqa: PLC0415  (vbench's dependency; not imported until a dimension runs)
-
-    return torch.no_grad()
-
-
 def _run_vbench_dimension(dimension: str, units: Sequence[Unit], *, roots: WeightRoots, device: str,
                           work_dir: Path, aux_by_prompt: Mapping[str, dict], kwargs: Mapping) -> dict[str, float]:
     """Call `vbench.<dimension>.compute_<dimension>` on the units' files; return {video_path: raw per-video result}.
@@ -158,9 +151,13 @@ def _run_vbench_dimension(dimension: str, units: Sequence[Unit], *, roots: Weigh
         submodules = utils.init_submodules([dimension], local=True, read_frame=False)[dimension]
         module = import_vbench(f"vbench.{dimension}")
         compute = getattr(module, f"compute_{dimension}")
-        grad = contextlib.nullcontext() if dimension not in NO_GRAD_DIMENSIONS else _torch_no_grad()
+        import torch  # noqa: PLC0415  (vbench is imported by now, and torch with it)
+
+        grad = contextlib.nullcontext() if dimension not in NO_GRAD_DIMENSIONS else torch.no_grad()
+        # vbench's launcher (`vbench/launch/evaluate.py`) passes a torch.device: GRiT's `get_parser` reads `device.type`
+        # and motion_smoothness compares `device == 'cuda'` (False for a torch.device: no VRAM-based resize)
         with restore_root_logging(), grad:
-            _, video_results = compute(str(info_path), device, submodules, **dict(kwargs))
+            _, video_results = compute(str(info_path), torch.device(device), submodules, **dict(kwargs))
     return {item["video_path"]: float(item["video_results"]) for item in video_results if "video_path" in item}
 
 

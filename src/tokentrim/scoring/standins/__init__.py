@@ -8,11 +8,17 @@ Each family module (`MODULES`) exposes
     DIMENSIONS: tuple[str, ...]                    the VBench dimensions its files make ready
     write(roots: WeightRoots, *, seed: int) -> list[Path]
                                                    writes (or keeps, when already complete) its files under `roots`
+and optionally
+    REQUIRES: tuple[str, ...]                      packages `write` needs beyond ours (grit: detectron2, not on PyPI);
+                                                   `write_standins(out)` (all families) skips a family missing one,
+                                                   with a warning; asking for its dimensions raises instead
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +27,13 @@ from tokentrim.scoring.weights import WeightRoots
 
 __all__ = ["MODULES", "family_of", "write_standins", "standin_roots"]
 
+logger = logging.getLogger(__name__)
+
 # family module -> dimensions; filled in by the family modules' own DIMENSIONS (checked in tests)
 MODULES: tuple[str, ...] = (
     "dino", "clip_models", "musiq", "raft", "amt",  # subject/background consistency, appearance style, aesthetic
     "umt", "viclip", "tag2text",                     # human_action, temporal_style/overall_consistency, scene
+    "grit",                                          # object_class, multiple_objects, color, spatial_relationship
 )
 
 
@@ -52,5 +61,9 @@ def write_standins(out_dir: str | os.PathLike, dimensions: Sequence[str] | None 
     families = list(MODULES) if dimensions is None else list(dict.fromkeys(
         fam for fam in (family_of(dim) for dim in dimensions) if fam is not None))
     for name in families:
+        missing = [pkg for pkg in getattr(_module(name), "REQUIRES", ()) if importlib.util.find_spec(pkg) is None]
+        if missing and dimensions is None:
+            logger.warning("stand-ins %r skipped: needs %s, not installed", name, ", ".join(missing))
+            continue
         _module(name).write(roots, seed=seed)
     return roots
