@@ -101,8 +101,12 @@ def generate_stage(cfg: DictConfig) -> list[Path]:
     """Generate the variant of `cfg` and, with `baseline=true`, its paired baseline, interleaved in one process."""
     from tokentrim.backbones import check_wan_files
     from tokentrim.generate import generate_variants
+    from tokentrim.prompts import load_prompts
+    from tokentrim.scoring.scorer_config import check_prompts
 
     validate(cfg)
+    # scorer.prompt_protocol=standard: every prompt to generate is in the VBench suite (one line, before any video)
+    check_prompts(OmegaConf.to_container(cfg.scorer, resolve=True), load_prompts(cfg.prompts))
     if cfg.backbone.kind == "wan" and not cfg.backbone.random_weights:  # the user-supplied files, before any results
         check_wan_files(OmegaConf.to_container(cfg.backbone, resolve=True))  # directory: a fixed path is not refused
     variants = [(cfg, run_dir_of(cfg))]
