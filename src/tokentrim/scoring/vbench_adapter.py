@@ -261,6 +261,8 @@ def score_videos(
     Raises:
         WeightsMissingError: a requested dimension is not ready (before any decode).
         PromptOutsideSuiteError: prompt_protocol "standard" and a video's prompt is not in the suite (before any decode).
+        ValueError: a dimension requested by name that the prompt protocol gives to no video of the call (before any
+            decode; with `dimensions=None` such a dimension is left out and logged).
         DimensionFailedError: a dimension got an error on every video of the call; raised after its rows (error rows
             included) are written, naming the dimension and the first error.
     """
@@ -286,9 +288,8 @@ def score_videos(
         raise_if_missing(status)
         dims = tuple(dict.fromkeys(dimensions))
     all_jobs = as_jobs(videos)
-    if prompt_protocol == "standard":  # every prompt of the call in the suite, checked on all shards alike
-        dimensions_by_prompt([job.resolved_prompt for job in all_jobs], dims, suite_dimensions(full_info_path=full_info_path),
-                             prompt_protocol)
+    dims = _dimensions_with_videos(all_jobs, dims, prompt_protocol=prompt_protocol, explicit=dimensions is not None,
+                                   full_info_path=full_info_path)
     jobs = all_jobs[shard_index::num_shards]
     options = dict(
         scores_path=scores_path, roots=roots, dims=dims, score_cache_dir=score_cache_dir, clip_dir=clip_dir,
@@ -307,12 +308,28 @@ def score_videos(
     else:
         summary = _score_jobs(jobs, device=device, **options)
     logger.info("%s", summary.describe())
-    for dim in dims:
-        if summary.left_out.get(dim) and summary.left_out[dim] == len(jobs):
-            logger.warning("scorer: no video of this call has a prompt that lists %s (prompt_protocol=%s): it has no "
-                           "rows", dim, prompt_protocol)
     summary.raise_if_a_dimension_failed()
     return summary
+
+
+def _dimensions_with_videos(jobs: Sequence[VideoJob], dims: tuple[str, ...], *, prompt_protocol: str, explicit: bool,
+                            full_info_path) -> tuple[str, ...]:
+    """The prompt protocol over every video of the call (all shards alike), before any decode: "standard" refuses a
+    prompt outside the suite; a dimension no video is assigned is refused when requested by name (one line) and left
+    out, logged, when it came from `dimensions=None` (every ready dimension)."""
+    if prompt_protocol == "all" or not jobs:
+        return dims
+    by_prompt = dimensions_by_prompt([job.resolved_prompt for job in jobs], dims,
+                                     suite_dimensions(full_info_path=full_info_path), prompt_protocol)
+    assigned = {dim for listed in by_prompt.values() for dim in listed}
+    idle = [dim for dim in dims if dim not in assigned]
+    if idle and explicit:
+        raise ValueError(f"scorer.dimensions asks for {idle}, but under scorer.prompt_protocol={prompt_protocol} no "
+                         f"video of the call gets them (its {len(jobs)} video(s) have VBench suite prompts that do not "
+                         f"list them); set scorer.prompt_protocol=all to score every video on them")
+    if idle:
+        logger.info("prompt_protocol=%s: no video's prompt lists %s; not scored", prompt_protocol, ", ".join(idle))
+    return tuple(dim for dim in dims if dim in assigned)
 
 
 def check_score_options(*, long_protocol: str = "auto", scene_split: bool = False,
