@@ -24,7 +24,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +32,8 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+
+from tokentrim.report.atomic_io import atomic_path, write_bytes_atomic
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tiny geometry. Official values in comments.
@@ -101,28 +102,15 @@ OFFICIAL_FILES = {
 # ---------------------------------------------------------------------------------------------------------------------
 # Small file helpers (atomic writes).
 # ---------------------------------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     # one metadata key: safetensors writes its metadata map in hash order, several keys make the bytes unstable
     header = {"fixture": json.dumps(meta, sort_keys=True)}
-    save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, tmp, metadata=header)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=header)
 
 
 def repo_commit(repo: Path, override: str | None) -> str:

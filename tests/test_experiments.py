@@ -24,13 +24,12 @@ def sweep_points(experiment: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_sweep_point_of_every_experiment_composes_and_validates(experiment: str, tmp_path: Path) -> None:
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("a prompt\n")
     names = set()
     with initialize_config_module("tokentrim.conf", version_base="1.3"):
         for point in sweep_points(experiment):
-            cfg = compose("config", overrides=[f"experiment={experiment}", *point, "prompts=file", f"prompts.path={prompts}"])
-            validate(cfg)
+            # as shipped, on this CPU-only machine: no CUDA device and no user-supplied 1.3B files
+            cfg = compose("config", overrides=[f"experiment={experiment}", *point, "device=cpu"])
+            validate(cfg, command="score")
             names.add((cfg.backbone.name, _name(cfg, point)))
     assert len(names) == len(sweep_points(experiment)), "two sweep points would share a results directory"
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from tokentrim.report import make_report, plots
 from tokentrim.report.plots import DPI
-from tokentrim.report.synthetic import drift_events, synthetic_run_dir
+from synthetic_runs import drift_events, synthetic_run_dir
 from tokentrim.video_io import write_video
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ from tokentrim.report import make_report
 from tokentrim.report.aggregate import per_video_scores, summarize_runs
 from tokentrim.report.run_data import load_runs
 from tokentrim.report.tables import summaries_to_frame
-from tokentrim.report.synthetic import synthetic_run_dir, write_run_dir
+from synthetic_runs import synthetic_run_dir, write_run_dir
 
 SC_MIN = 0.1462  # VBench scripts/constant.py NORMALIZE_DIC["subject consistency"] min (max is 1.0), for hand maths
 
@@ -79,7 +79,7 @@ def _by_label(summaries):
 
 def test_per_video_score_is_mean_over_clips_and_nan_scores_are_dropped(tmp_path):
     runs = load_runs(_hand_sweep(tmp_path))
-    base = next(r for r in runs if r.label == "none")
+    base = next(r for r in runs if r.label == "baseline")
     table = per_video_scores(base.scores)
     assert table.loc["A-0", "subject_consistency"] == pytest.approx(0.85)
     assert table.loc["B-0", "subject_consistency"] == pytest.approx(0.70)  # NaN clip row ignored, whole row used
@@ -87,7 +87,7 @@ def test_per_video_score_is_mean_over_clips_and_nan_scores_are_dropped(tmp_path)
 
 def test_delta_percent_is_relative_to_paired_baseline_by_hand(tmp_path):
     summaries = _by_label(summarize_runs(load_runs(_hand_sweep(tmp_path)), n_boot=0))
-    trim, base = summaries["tokentrim"], summaries["none"]
+    trim, base = summaries["tokentrim"], summaries["baseline"]
     assert base.is_baseline and not trim.is_baseline
     # unpaired video C counts in the variant's own mean but not in the delta
     assert trim.dimensions["subject_consistency"].value == pytest.approx((0.90 + 0.80 + 0.10) / 3)
@@ -183,4 +183,4 @@ def test_sweep_runs_sharing_a_variant_are_labelled_by_their_parameter(tmp_path):
     for p in (0.05, 0.2):
         synthetic_run_dir(tmp_path / f"job_{p}", trim="tokentrim", config={"trim": {"top_p": p}}, seed=2)
     labels = sorted(r.label for r in load_runs(tmp_path))
-    assert labels == ["none", "tokentrim (top_p=0.05)", "tokentrim (top_p=0.2)"]
+    assert labels == ["baseline", "tokentrim (top_p=0.05)", "tokentrim (top_p=0.2)"]

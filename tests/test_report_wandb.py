@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tokentrim.report import make_report
-from tokentrim.report.synthetic import synthetic_run_dir
+from synthetic_runs import synthetic_run_dir
 from tokentrim.report.wandb_log import WandbLogger, make_logger
 
 # W&B transaction log (`run-<id>.wandb`): a 7-byte file header (":W&B", magic 0xBEE1, version 0), then LevelDB-log
@@ -86,7 +86,7 @@ def test_offline_run_holds_config_drift_series_and_tables(offline_report):
     for run_dir in result.wandb_runs:
         meta, config, history, summary, files, artifacts = _offline_run(run_dir)
         runs[meta.display_name] = (meta, config, history, summary, files, artifacts, run_dir)
-    assert set(runs) == {"self_forcing/none", "self_forcing/tokentrim"}
+    assert set(runs) == {"self_forcing/baseline", "self_forcing/tokentrim"}
     meta, config, history, summary, files, artifacts, run_dir = runs["self_forcing/tokentrim"]
     assert meta.run_group == root.name and meta.project == "tt-test"
     assert config["trim"] == {"name": "tokentrim", "top_p": 0.1, "lam": 2.0}
@@ -115,10 +115,14 @@ def test_offline_run_holds_config_drift_series_and_tables(offline_report):
     row = pd.read_csv(root / "table.csv").set_index("variant").loc["tokentrim"]
     assert summary["totals/final"] == pytest.approx(row["final"])
     assert summary["scores/subject_consistency"] == pytest.approx(row["subject_consistency"])
-    # the report tables and plots travel as an artifact
-    (report_artifact,) = [a for a in artifacts if a.type == "report"]
+    # the report tables travel once, as one artifact of one run; each run uploads only its own plots
+    (report_artifact,) = [a for *_, artifacts_of, _ in runs.values() for a in artifacts_of if a.type == "report"]
     entries = {e.path for e in report_artifact.manifest.contents}
-    assert {"table.md", "table.csv", "table.tex"} <= entries and any(p.startswith("plots/") for p in entries)
+    assert {"table.md", "table.csv", "table.tex"} <= entries
+    for name, (*_, history_of, _, _, _, _) in runs.items():
+        plot_keys = {k for h in history_of for k in h if k.startswith("plots/")}
+        tag = name.replace("/", "_")
+        assert plot_keys and all(tag in k for k in plot_keys), (name, plot_keys)
 
 
 def test_logger_none_works_without_wandb_importable(tmp_path, monkeypatch):

@@ -184,7 +184,7 @@ def test_a_dimension_no_video_gets_is_refused_by_name_and_left_out_of_every_read
 def test_standard_stops_tokentrim_run_before_any_video(tmp_path):
     (tmp_path / "prompts.txt").write_text(f"{FLICKER}\n{OUTSIDE}\n")
     proc = tokentrim("run", *common(tmp_path, "scorer.prompt_protocol=standard"), cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # a config error
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "prompt_protocol='standard'" in line]
     assert len(lines) == 1 and repr(OUTSIDE) in lines[0] and "(1 of 2 distinct prompts" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out" / "default" / "self_forcing").exists()  # nothing generated, no results directory
@@ -238,7 +238,8 @@ def test_report_means_are_over_each_dimensions_videos_and_pairs_stay_by_prompt_a
                   for p in values[run] for s in (0, 1)]
         write_run(tmp_path / run, videos=[{"prompt": p, "seed": s, "trim": run} for p in "ABCD" for s in (0, 1)],
                   scores=scores)
-    summaries = {s.label: s for s in summarize_runs(load_runs(tmp_path), n_boot=50)}
+    summaries = {"none" if s.is_baseline else "tokentrim": s for s in summarize_runs(load_runs(tmp_path), n_boot=50)}
+    assert len(summaries) == 2
     for run, summary in summaries.items():
         expect_tf = sum(sum(v) for v in flicker[run].values()) / 4
         expect_sc = sum(sum(v) for v in subject[run].values()) / 4

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -25,9 +24,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tokentrim.report.atomic_io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -154,22 +154,6 @@ def collect_env(
     env["packages"] = package_versions()
     env.update(git_state(repo_dir))
     return env
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write `payload` as indented JSON to `path` via a temp file in the same directory and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-    return path
 
 
 def write_env_json(

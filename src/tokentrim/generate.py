@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from tokentrim.backbones import Backbone, build_backbone, make_pipeline
-from tokentrim.env_info import write_env_json, write_json_atomic
+from tokentrim.env_info import write_env_json
 from tokentrim.init.flowmo import FlowMoConfig
-from tokentrim.report.atomic_io import write_text_atomic
+from tokentrim.report.atomic_io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
 from tokentrim.scoring.prompts import video_name
 from tokentrim.trim import TokenTrim, TokenTrimConfig
 from tokentrim.video_io import write_video
@@ -71,23 +70,45 @@ def jobs_of(prompts_cfg: Mapping[str, Any], seed_offset: int = 0) -> list[Job]:
     from tokentrim.prompts import load_prompts
 
     prompts = load_prompts(prompts_cfg)
-    seeds = [int(s) + seed_offset for s in prompts_cfg.get("seeds", [0])]
+    seeds = [int(s) + seed_offset for s in prompts_cfg["seeds"]]
     return [Job(p, s, Path(video_name(p, s)).stem) for p in prompts for s in seeds]
 
 
-def check_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> None:
-    """Refuse to add videos made with a different generation config to an existing run directory."""
+# what a run directory holds that was made with its config.yaml (removed when overwrite=true relabels it)
+GENERATED = ("videos", "events", "meta", "latents", "videos.csv", "scores.csv", "env.json")
+
+
+def changed_generation_keys(run_dir: Path, cfg: DictConfig) -> list[str]:
+    """The GENERATION_KEYS on which `run_dir/config.yaml` differs from `cfg` ([] for a new directory)."""
     existing = run_dir / "config.yaml"
-    if not existing.exists() or overwrite:
-        return
+    if not existing.exists():
+        return []
     old = OmegaConf.to_container(OmegaConf.load(existing), resolve=True)
     new = OmegaConf.to_container(cfg, resolve=True)
-    differing = [k for k in GENERATION_KEYS if old.get(k) != new.get(k)]
-    if differing:
+    return [k for k in GENERATION_KEYS if old.get(k) != new.get(k)]
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> list[str]:
+    """Refuse to add videos made with a different generation config to an existing run directory, unless
+    `overwrite` (then everything generated under the old config is regenerated). Returns the differing keys."""
+    differing = changed_generation_keys(run_dir, cfg)
+    if differing and not overwrite:
         raise ValueError(
             f"results directory {run_dir} was made with a different config ({', '.join(differing)} differ); "
-            "use another experiment_name/variant, or overwrite=true to add to it anyway"
+            "use another experiment_name/variant, or overwrite=true to regenerate it under the new config"
         )
+    return differing
+
+
+def clear_generated(run_dir: Path, differing: list[str]) -> None:
+    """overwrite=true over a changed config: remove what the old config made, so that config.yaml never labels videos
+    it did not make (every video is then regenerated, and rescored)."""
+    removed = [name for name in GENERATED if (run_dir / name).exists()]
+    for name in removed:
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    logger.warning("overwrite=true: %s was made with another %s; removed %s to regenerate everything under the new "
+                   "config", run_dir, ", ".join(differing), ", ".join(removed) or "nothing")
 
 
 def generate(cfg: DictConfig, run_dir: Path, *, backbone: Backbone | None = None) -> Path:
@@ -102,11 +123,14 @@ def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Back
     Videos are interleaved per (prompt, seed) -- A B A B ... -- after one untimed warm-up rollout, so that the
     wall times in videos.csv compare like with like (overhead x in the report).
     """
+    checked = [(cfg, run_dir, check_run_dir(run_dir, cfg, cfg.overwrite)) for cfg, run_dir in variants]  # all, first
     plans = []
-    for cfg, run_dir in variants:
+    for cfg, run_dir, differing in checked:
         jobs = jobs_of(cfg.prompts, cfg.seed_offset)[cfg.shard.index :: cfg.shard.count]
+        if differing:
+            clear_generated(run_dir, differing)
         run_dir.mkdir(parents=True, exist_ok=True)
-        check_run_dir(run_dir, cfg, cfg.overwrite)
+        remove_stale_temps(run_dir)
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         for sub in ("videos", "events", "meta"):
             (run_dir / sub).mkdir(exist_ok=True)
@@ -181,11 +205,8 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
     if cfg.save_latents:
         from safetensors.torch import save_file
 
-        (run_dir / "latents").mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{job.name}.", suffix=".tmp", dir=run_dir / "latents")  # unique per process
-        os.close(fd)
-        save_file({"latents": latents[0].float().cpu().contiguous()}, tmp)
-        os.replace(tmp, run_dir / "latents" / f"{job.name}.safetensors")
+        with atomic_path(run_dir / "latents" / f"{job.name}.safetensors") as tmp:  # unique per process
+            save_file({"latents": latents[0].float().cpu().contiguous()}, str(tmp))
     write_video(run_dir / "videos" / f"{job.name}.mp4", frames, backbone.fps)
     write_text_atomic(run_dir / "events" / f"{job.name}.jsonl", "".join(json.dumps(e) + "\n" for e in events))
     meta = {

@@ -1,40 +1,79 @@
-"""Prompt suites from `conf/prompts/*.yaml`.
+"""Prompt suites from `conf/prompts/*.yaml` (keys typed by `tokentrim.config_schema`, one schema per `source`).
 
-`source`: `list` (the `prompts` key), `file` (one prompt per line at `path`), `vbench` (the installed package's
-VBench_full_info.json, optionally only the prompts of `dimensions`), `tinyworld` (`count` prompts of the TinyWorld
-grammar from `split`, deterministic in `seed`). `limit` keeps the first N.
+`source`: `list` (the `prompts` key), `file` (one prompt per line of the UTF-8 file at `path`), `vbench` (the installed
+package's VBench_full_info.json, optionally only the prompts of `dimensions`), `tinyworld` (`count` prompts of the
+TinyWorld grammar from `split`, deterministic in `seed`). `limit` keeps the first N.
+
+Every error is one `ConfigError` line naming the `prompts.*` key (and the file, for `source: file`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-SOURCES = ("list", "file", "vbench", "tinyworld")
+from tokentrim.config_schema import ConfigError, PromptSource
+
+SOURCES = tuple(source.value for source in PromptSource)
 
 
 def load_prompts(cfg: Mapping[str, Any]) -> list[str]:
-    source = cfg.get("source", "list")
+    """The prompts of a `prompts` section (after `limit`), never empty."""
+    source = cfg["source"]
     if source == "list":
-        prompts = list(cfg.get("prompts") or [])
+        prompts = list(cfg["prompts"] or [])
     elif source == "file":
-        from tokentrim.scoring.prompts import load_prompt_file
-
-        prompts = [entry.prompt for entry in load_prompt_file(cfg["path"])]
+        prompts = _read_prompt_file(cfg["path"])
     elif source == "vbench":
         from tokentrim.scoring.prompts import load_vbench_suite
 
-        prompts = [entry.prompt for entry in load_vbench_suite(cfg.get("dimensions"))]
+        prompts = [entry.prompt for entry in load_vbench_suite(cfg["dimensions"])]
     elif source == "tinyworld":
         from tokentrim.tinyworld.prompts import prompt_set
 
-        prompts = prompt_set(split=cfg.get("split", "heldout"), count=int(cfg.get("count", 4)), seed=int(cfg.get("seed", 0)))
+        prompts = prompt_set(split=cfg["split"], count=int(cfg["count"]), seed=int(cfg["seed"]))
     else:
-        raise ValueError(f"prompts.source must be one of {list(SOURCES)}, got {source!r}")
-    if cfg.get("limit") is not None:
+        raise ConfigError(f"prompts.source must be one of {list(SOURCES)}, got {source!r}")
+    if cfg["limit"] is not None:
         prompts = prompts[: int(cfg["limit"])]
     if not prompts:
-        raise ValueError(f"prompts ({cfg.get('name', source)}) is empty: give prompts.prompts, prompts.path or another suite")
-    if not cfg.get("seeds"):
-        raise ValueError("prompts.seeds is empty: give at least one seed, e.g. prompts.seeds=[0]")
+        raise ConfigError(f"prompts ({cfg['name']}) is empty: give prompts.prompts, prompts.path or another suite")
     return prompts
+
+
+def _read_prompt_file(path: str) -> list[str]:
+    from tokentrim.scoring.prompts import load_prompt_file
+
+    try:
+        return [entry.prompt for entry in load_prompt_file(path)]
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"prompts.path must be a UTF-8 text file, but {path} is not (byte {err.start}: "
+                          f"{err.reason})") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"prompts.path: {str(err).splitlines()[0]}") from None
+
+
+def check_prompts_fit(prompts: Sequence[str], *, backbone: Mapping[str, Any], scorer: Mapping[str, Any]) -> None:
+    """Prompts the run cannot use, refused before generation: the TinyWorld model reads only its grammar's words
+    (within its text length), and the TinyWorld scorer parses each prompt into the scene it checks."""
+    if backbone["kind"] == "tinyworld":
+        from tokentrim.tinyworld.backbone import default_weights_dir, read_export_config
+        from tokentrim.tinyworld.prompts import Tokenizer
+
+        folder = Path(backbone["weights_dir"]) if backbone.get("weights_dir") else default_weights_dir()
+        tokenizer = Tokenizer(max_length=int(read_export_config(folder)["text_encoder"]["max_length"]))
+        for prompt in prompts:
+            _check_prompt(lambda: tokenizer.encode(prompt), "the TinyWorld model's vocabulary (backbone=tiny)")
+    if scorer["name"] == "tinyworld":
+        from tokentrim.tinyworld.prompts import parse
+
+        for prompt in prompts:
+            _check_prompt(lambda: parse(prompt), "the TinyWorld grammar (scorer=tinyworld)")
+
+
+def _check_prompt(check, what: str) -> None:
+    try:
+        check()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"prompts must fit {what}: {str(err).splitlines()[0]}") from None

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from tokentrim.report.atomic_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width = width
             stream.height = height
@@ -92,10 +91,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
                 packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
                 container.mux(stream.encode(packet_frame))
             container.mux(stream.encode())  # flush the encoder
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logger.debug("wrote %s (%d frames, %dx%d, %.3f fps)", path, num_frames, width, height, fps)
 
 

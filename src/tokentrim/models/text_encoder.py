@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -160,20 +158,16 @@ class PromptEmbeddingCache:
             return handle.get_tensor("embeds")
 
     def put(self, prompt: str, embeds: torch.Tensor) -> None:
-        """Store `[length, D]` rows atomically (temp file in the same folder, then os.replace)."""
+        """Store `[length, D]` rows atomically (report.atomic_io)."""
         from safetensors.torch import save_file
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path(prompt)
-        handle, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"embeds": embeds.detach().cpu().contiguous()}, tmp,
+        from tokentrim.report.atomic_io import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_file({"embeds": embeds.detach().cpu().contiguous()}, str(tmp),
                       metadata={"prompt": prompt, "model": self.model_fingerprint, "text_len": str(self.text_len)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------- encoder

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -495,11 +493,7 @@ def _vae_kwargs_from_config(config: Mapping[str, object], *, source: str) -> dic
 
 
 def _atomic_write(path: Path, write) -> None:  # write(tmp_path_str) -> None
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from tokentrim.report.atomic_io import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(str(tmp))

@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from tokentrim.report import plots as figs
+from tokentrim.report.atomic_io import remove_stale_temps, write_text_atomic
 from tokentrim.report.aggregate import find_baseline
-from tokentrim.report.run_data import RunData, differing_parameters, find_run_dirs, flatten_config, load_runs
+from tokentrim.report.completeness import missing_parts
+from tokentrim.report.run_data import BASELINE, RunData, differing_parameters, find_run_dirs, flatten_config, load_runs
 from tokentrim.report.tables import build_tables, write_tables
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def _slug(text: str, limit: int = 60) -> str:
     return slug[:limit] or "x"
 
 
-def swept_parameters(runs: Sequence[RunData], baseline: str = "none") -> list[str]:
+def swept_parameters(runs: Sequence[RunData], baseline: str = BASELINE) -> list[str]:
     """Numeric config leaves (dotted keys) that differ between the non-baseline runs of a sweep.
 
     Seeds, paths, names and dates are ignored (`run_data.NOT_A_PARAMETER`). Empty for a single run.
@@ -130,7 +132,7 @@ def _param_plots(runs: Sequence[RunData], frame: pd.DataFrame, plot_dir: Path, p
 def make_report(
     run_or_sweep_dir: str | os.PathLike,
     *,
-    baseline: str = "none",
+    baseline: str = BASELINE,
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
@@ -143,12 +145,15 @@ def make_report(
     max_video_plots: int = 4,
     max_heatmaps: int = 4,
     frame_strip_times: int = 6,
+    wandb_variants: Sequence[str] | None = None,
 ) -> ReportPaths:
     """Write table.md / table.csv / table.tex (+ plots/*.png, + W&B) for a run dir or a sweep dir.
 
     Args:
         run_or_sweep_dir: a run dir (has videos.csv) or a dir with run dirs below it.
-        baseline (`str`, default "none"): variant label of the paired baseline (trim=none, init=none).
+        baseline (`str`, default "baseline"): variant label of the paired baseline (trim=none, init=none); the CLI
+            passes `report.baseline_variant`.
+        wandb_variants: log only these variant labels to W&B (a sweep job logs its own); None = every run.
         n_boot (`int`, default 1000): bootstrap replicates over prompts (0: no CIs).
         seed (`int`, default 0): bootstrap seed.
         ci (`float`, default 0.95): CI level.
@@ -167,27 +172,38 @@ def make_report(
     root = Path(run_or_sweep_dir)
     runs = load_runs(root)
     out = Path(out_dir) if out_dir is not None else root
+    remove_stale_temps(out, recursive=False)  # a killed report's half-written tables / plots
+    remove_stale_temps(out / "plots")
     title = f"TokenTrim report: {root.resolve().name} ({len(runs)} run{'s' if len(runs) != 1 else ''})"
     tables = build_tables(runs, title=title, baseline=baseline, n_boot=n_boot, seed=seed, ci=ci)
     table_paths = write_tables(tables, out)
-    written_plots: list[Path] = []
+    missing = missing_parts(root, runs, baseline)
+    if missing:  # a partial report says so above its table
+        text = Path(table_paths["table_md"]).read_text(encoding="utf-8")
+        header = ["**INCOMPLETE**: this report lacks:", "", *[f"- {line}" for line in missing], ""]
+        write_text_atomic(table_paths["table_md"], "\n".join(header) + "\n" + text)
+    run_plots: dict[tuple[str, str], list[Path]] = {}  # (backbone, label) -> that run's own figures
+    sweep_plots: list[Path] = []
     if plots:
         plot_dir = out / "plots"
         for run in runs:
-            written_plots += _drift_plots(run, plot_dir, max_videos=max_video_plots, max_heatmaps=max_heatmaps,
-                                          token_grid=token_grid)
+            own = _drift_plots(run, plot_dir, max_videos=max_video_plots, max_heatmaps=max_heatmaps,
+                               token_grid=token_grid)
             base = find_baseline(runs, run.backbone, baseline)
             if base is not None and base is not run:
-                written_plots += _frame_strip(run, base, plot_dir, num_times=frame_strip_times)
+                own += _frame_strip(run, base, plot_dir, num_times=frame_strip_times)
+            run_plots[(run.backbone, run.label)] = own
         params = list(sweep_params) if sweep_params is not None else swept_parameters(runs, baseline)
-        written_plots += _param_plots(runs, tables.frame, plot_dir, params, baseline, sweep_metric)
+        sweep_plots = _param_plots(runs, tables.frame, plot_dir, params, baseline, sweep_metric)
+    written_plots = [*(p for own in run_plots.values() for p in own), *sweep_plots]
     wandb_runs: list[Path] = []
     from tokentrim.report.wandb_log import make_logger
 
     wandb_logger = make_logger(logger_cfg)
     if wandb_logger is not None:
-        wandb_runs = wandb_logger.log_report(runs, tables.summaries, out_dir=out, report_frame=tables.frame,
-                                             report_files=[*table_paths.values(), *written_plots])
+        logged = [r for r in runs if wandb_variants is None or r.label in wandb_variants or r.variant in wandb_variants]
+        wandb_runs = wandb_logger.log_report(logged, tables.summaries, out_dir=out, report_frame=tables.frame,
+                                             report_files=[*table_paths.values(), *sweep_plots], run_files=run_plots)
     finals = ", ".join(f"{s.label}={s.totals['final'].value:.4f}" for s in tables.summaries
                        if math.isfinite(s.totals["final"].value))
     logger.info("report for %s: %d run(s), %d plot(s); Final: %s", root, len(runs), len(written_plots), finals or "n/a")

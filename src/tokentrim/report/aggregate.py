@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tokentrim.report.run_data import RunData
+from tokentrim.report.run_data import BASELINE, RunData
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def find_baseline(runs: Sequence[RunData], backbone: str, baseline: str) -> RunD
 def summarize_runs(
     runs: Sequence[RunData],
     *,
-    baseline: str = "none",
+    baseline: str = BASELINE,
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
@@ -258,7 +258,7 @@ def summarize_runs(
 
     Args:
         runs: loaded runs (`run_data.load_runs`).
-        baseline (`str`, default "none"): label (or variant) of the baseline run; "none" = trim none, init none.
+        baseline (`str`, default "baseline"): label (or variant) of the baseline run (trim none, init none).
         n_boot (`int`, default 1000): bootstrap replicates; 0 disables CIs.
         seed (`int`, default 0): bootstrap seed.
         ci (`float`, default 0.95): confidence level of the percentile intervals.

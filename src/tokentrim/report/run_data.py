@@ -5,8 +5,10 @@ video x clip x dimension), `events/<video>.jsonl` (one JSON object per generated
 `config.yaml` (resolved Hydra config) and `env.json` (`tokentrim.env_info`). A sweep directory holds run
 directories at any depth below it (Hydra multirun puts them at `<sweep>/<job>/`).
 
-The variant label of a run is `trim` (the TokenTrim variant) joined with `init` by "+" when `init` is not "none",
-e.g. "none" (the baseline), "tokentrim", "tokentrim+flowmo". When two runs of a sweep share a label and a backbone
+The variant label of a run is the `variant` its config.yaml names (the CLI names the paired baseline
+`report.baseline_variant`, "baseline" by default), else `trim` (the TokenTrim variant) joined with `init` by "+" when
+`init` is not "none", e.g. "tokentrim", "tokentrim+flowmo", and BASELINE ("baseline", as on disk) for trim none and
+init none. When two runs of a sweep share a label and a backbone
 (a parameter sweep), the numeric config values that differ between them are appended,
 "tokentrim (top_p=0.05)", or the run directory name if none differ: "tokentrim [job3]".
 """
@@ -36,6 +38,7 @@ EVENT_SCALARS: tuple[str, ...] = (
     "num_pruned_entries", "decision_ms",
 )
 MAX_SEARCH_DEPTH = 4
+BASELINE = "baseline"  # label of the paired baseline (trim none, init none): the directory name the CLI gives it
 # config leaves never treated as swept parameters (they differ between runs without being ablation knobs)
 NOT_A_PARAMETER = re.compile(r"(seed|dir|path|run_id|output|name|time|date|device|host|shard|_target_)", re.IGNORECASE)
 
@@ -81,6 +84,8 @@ def variant_label(trim: str, init: str) -> str:
     """'trim' or 'trim+init' (init omitted when it is 'none' or empty)."""
     trim = str(trim) if str(trim) not in ("", "nan") else "none"
     init = str(init) if str(init) not in ("", "nan") else "none"
+    if trim == "none" and init == "none":
+        return BASELINE
     return trim if init == "none" else f"{trim}+{init}"
 
 
@@ -213,12 +218,14 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     labels = sorted({variant_label(t, i) for t, i in zip(videos["trim"], videos["init"])})
     if len(labels) > 1:
         raise ValueError(f"{videos_path} mixes variants {labels}; a run dir holds one variant (trim, init)")
-    if labels:
+    if config is not None and _dig(config, "variant"):  # named by the run (the baseline; variant=...)
+        variant = str(_dig(config, "variant"))
+    elif labels:
         variant = labels[0]
     elif config is not None:
         variant = variant_label(_dig(config, "trim.name", "none"), _dig(config, "init.name", "none"))
     else:
-        variant = "none"
+        variant = BASELINE
     backbones = videos["backbone"].value_counts()
     backbone = str(backbones.index[0]) if len(backbones) else str(_dig(config or {}, "backbone.name", "unknown"))
     return RunData(

@@ -27,7 +27,7 @@ from tokentrim.report.aggregate import (
     summarize_runs,
 )
 from tokentrim.report.atomic_io import atomic_path, write_text_atomic
-from tokentrim.report.run_data import RunData, load_runs
+from tokentrim.report.run_data import BASELINE, RunData, load_runs
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def build_tables(
     runs: Sequence[RunData],
     *,
     title: str = "TokenTrim report",
-    baseline: str = "none",
+    baseline: str = BASELINE,
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,

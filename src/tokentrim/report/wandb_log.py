@@ -9,6 +9,10 @@ Offline by default: `mode="offline"` needs no account and no network; W&B writes
 installed. The on-disk artefacts (`table.*`, `plots/`, `events/`, `scores.csv`, `env.json`) stay the durable record
 (house rule 10); W&B is a viewer.
 
+One W&B run per (variant, backbone) and group, whoever logs it: its id is a hash of (project, group, backbone,
+variant), so a rerun, or the next job of a sweep, resumes the run (`resume="allow"`) rather than adding another.
+`tokentrim run` in a sweep logs only its own variant (and the baseline it generated).
+
 Each W&B run gets:
     config   the run's resolved `config.yaml` plus `report.{variant, backbone, run_dir}` and `env` (env.json);
     history  one step per generated batch: `drift/D`, `drift/threshold`, `drift/mu`, `drift/sigma`,
@@ -16,18 +20,20 @@ Each W&B run gets:
     tables   `drift_series` (every batch), `trigger_events` (triggered batches), `scores` (per metric: value, CI,
              paired delta), `report_table` (the whole `table.csv`);
     summary  `scores/<dimension>`, `totals/{quality,semantic,final}`, `cost/*`;
-    media    up to `max_videos` sample mp4s (`log_videos=True` only) and the report plots as images;
-    artifact `report-<group>` of type "report" with table.md / table.csv / table.tex and plots/*.png.
+    media    up to `max_videos` sample mp4s (`log_videos=True` only) and its own plots as images;
+    artifact `report-<group>` of type "report" with table.md / table.csv / table.tex and the sweep-level plots,
+             logged once per report (by its first run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +96,14 @@ class WandbLogger:
         out_dir: str | os.PathLike,
         report_frame: pd.DataFrame | None = None,
         report_files: Sequence[str | os.PathLike] = (),
+        run_files: Mapping[tuple[str, str], Sequence[str | os.PathLike]] | None = None,
     ) -> list[Path]:
-        """Log every run as one W&B run of the group; returns the local W&B run directories (empty when disabled)."""
+        """Log every run as one W&B run of the group; returns the local W&B run directories (empty when disabled).
+
+        A W&B run's id is fixed by (project, group, backbone, variant), so a rerun or a second sweep job resumes that
+        run instead of adding one. `run_files[(backbone, label)]` are the run's own plots (logged as its images);
+        `report_files` (tables, sweep-level plots) travel once, as the `report-<group>` artifact of the first run.
+        """
         if self.mode == "disabled":
             return []
         import wandb
@@ -103,16 +115,18 @@ class WandbLogger:
         by_key = {(s.backbone, s.label): s for s in summaries}
         run_dirs = []
         try:
-            for run_data in runs:
+            for index, run_data in enumerate(runs):
+                key = (run_data.backbone, run_data.label)
                 run_dirs.append(
                     self._log_one(
                         wandb,
                         run_data,
-                        by_key.get((run_data.backbone, run_data.label)),
+                        by_key.get(key),
                         group=group,
                         wandb_dir=wandb_dir,
                         report_frame=report_frame,
-                        report_files=[Path(p) for p in report_files],
+                        images=[Path(p) for p in (run_files or {}).get(key, ())],
+                        report_files=[Path(p) for p in report_files] if index == 0 else [],
                     )
                 )
         finally:
@@ -130,6 +144,7 @@ class WandbLogger:
         group: str,
         wandb_dir: Path,
         report_frame: pd.DataFrame | None,
+        images: list[Path],
         report_files: list[Path],
     ) -> Path:
         config = dict(run_data.config or {})
@@ -142,6 +157,8 @@ class WandbLogger:
             entity=self.entity,
             group=group,
             name=f"{run_data.backbone}/{run_data.label}",
+            id=run_id(self.project, group, run_data.backbone, run_data.label),
+            resume="allow",
             job_type="report",
             tags=list(self.tags),
             dir=str(wandb_dir),
@@ -155,9 +172,9 @@ class WandbLogger:
                 self._log_scores(wandb, run, summary)
             if report_frame is not None:
                 run.log({"report_table": wandb.Table(dataframe=report_frame.astype(object).where(report_frame.notna(), None))})
-            images = {f"plots/{p.stem}": wandb.Image(str(p)) for p in report_files if p.suffix == ".png" and p.is_file()}
-            if images:
-                run.log(images)
+            pictures = {f"plots/{p.stem}": wandb.Image(str(p)) for p in images if p.suffix == ".png" and p.is_file()}
+            if pictures:
+                run.log(pictures)
             if self.log_videos:
                 ok = run_data.ok_videos["video"].tolist()[: self.max_videos]
                 videos = {f"videos/{v}": wandb.Video(str(run_data.video_path(v)), format="mp4")
@@ -226,6 +243,11 @@ class WandbLogger:
         run.summary["cost/pruned_tokens_per_video"] = _finite_or_none(summary.pruned_tokens_per_video)
         run.summary["dimensions_scored"] = summary.dimensions_scored
         run.summary["partial"] = summary.partial
+
+
+def run_id(project: str, group: str, backbone: str, label: str) -> str:
+    """The W&B run id of one variant of one sweep: the same on every rerun (W&B ids allow [a-z0-9], 8-64 chars)."""
+    return hashlib.sha256(f"{project}/{group}/{backbone}/{label}".encode()).hexdigest()[:32]
 
 
 def make_logger(logger_cfg: Any) -> WandbLogger | None:

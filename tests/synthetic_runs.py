@@ -1,8 +1,8 @@
-"""Synthetic run directories in the project's on-disk format, for tests and for trying `tokentrim report` on CPU.
+"""Synthetic run directories in the project's on-disk format, for the report tests (not shipped in the package).
 
 `write_run_dir` writes given rows as they are (videos.csv, scores.csv, events/*.jsonl, config.yaml, env.json);
-`synthetic_run_dir` makes plausible random content from a seeded numpy Generator (scores, wall times, a drift
-series with a running-statistics threshold and triggers). Neither touches a model.
+`synthetic_run_dir` makes plausible random content from a seeded numpy Generator (scores, wall times, and a drift
+series decided by the real rule, `tokentrim.trim.TokenTrim`, on random token batches). Neither touches a model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tokentrim.report.atomic_io import write_text_atomic
 from tokentrim.report.run_data import SCORES_COLUMNS, VIDEOS_COLUMNS
@@ -67,35 +68,42 @@ def drift_events(
     top_p: float = 0.1,
     grid: tuple[int, int] = (6, 10),
     spike_at: Sequence[int] = (),
+    channels: int = 4,
 ) -> list[dict[str, Any]]:
-    """Events of one video: per-token drift d_i [N], D_t = mean of the top-p d_i, threshold mu + lam * sigma over
-    accepted batches (paper Sec. 3); batches in `spike_at` get a drift spike."""
+    """Events of one video, batches t = 1..num_batches, decided by `TokenTrim` (the rule the pipelines run).
+
+    Each batch's tokens [1, N, channels] are the previous accepted batch's plus N(0, 0.2) steps; batches in `spike_at`
+    get a jump on N/8 tokens. A triggered batch is "regenerated" without its jump and accepted (R = 1).
+    """
+    from tokentrim.trim import TokenTrim, TokenTrimConfig
+
     num_tokens = grid[0] * grid[1]
-    accepted: list[float] = []
+    trim = TokenTrim(TokenTrimConfig(p=top_p, lam=lam, warmup=warmup))
+    state = rng.normal(0.0, 1.0, size=(1, num_tokens, channels))  # [1, N, c]
     rows = []
-    for t in range(num_batches):
-        if t == 0:
-            rows.append({"t": 0, "D": None, "mu": None, "sigma": None, "threshold": None, "is_warmup": True,
-                         "triggered": False, "retries": 0, "num_pruned_tokens": 0, "pruned_indices": [], "decision_ms": 0.1,
-                         "drift": [], "grid": list(grid)})
-            continue
-        drift = np.abs(rng.normal(1.0, 0.2, size=num_tokens))  # [N]
+    for t in range(1, num_batches + 1):
+        calm = state + rng.normal(0.0, 0.2, size=state.shape)  # [1, N, c]
+        candidate = calm.copy()
         if t in spike_at:
-            drift[rng.choice(num_tokens, size=max(1, num_tokens // 8), replace=False)] += 3.0
-        k = max(1, int(round(top_p * num_tokens)))
-        top = np.argsort(drift)[::-1][:k]
-        severity = float(drift[top].mean())
-        is_warmup = t <= warmup
-        mu = float(np.mean(accepted)) if len(accepted) >= 2 else None
-        sigma = float(np.std(accepted)) if len(accepted) >= 2 else None
-        threshold = None if mu is None or sigma is None else mu + lam * sigma
-        triggered = (not is_warmup) and threshold is not None and severity > threshold
-        if not triggered:
-            accepted.append(severity)
-        rows.append({"t": t, "D": severity, "mu": mu, "sigma": sigma, "threshold": threshold, "is_warmup": is_warmup,
-                     "triggered": bool(triggered), "retries": int(triggered), "num_pruned_tokens": k if triggered else 0,
-                     "pruned_indices": sorted(int(i) for i in top) if triggered else [], "decision_ms": 0.2,
-                     "drift": [round(float(x), 5) for x in drift], "grid": list(grid)})
+            jump = rng.choice(num_tokens, size=max(1, num_tokens // 8), replace=False)
+            candidate[:, jump] += 3.0
+        decision = trim.decide(torch.from_numpy(candidate).float())
+        pruned = decision.unstable.tolist() if decision.should_prune else []
+        drift = [] if decision.drift is None else [round(float(x), 5) for x in decision.drift]
+        if decision.should_prune:
+            candidate = calm
+            final = trim.retest(torch.from_numpy(candidate).float())
+        else:
+            final = decision
+        trim.accept(final)
+        state = candidate
+        values = decision.values
+        rows.append({"t": t, "D": values["D"], "mu": values["mu"], "sigma": values["sigma"],
+                     "threshold": values["threshold"], "is_warmup": decision.is_warmup,
+                     "triggered": decision.should_prune, "retries": int(decision.should_prune),
+                     "num_pruned_tokens": len(pruned), "num_pruned_entries": len(pruned) * 2,  # 2 cached frames
+                     "pruned_indices": sorted(int(i) for i in pruned),
+                     "decision_ms": round(decision.decision_ms, 3), "drift": drift, "grid": list(grid)})
     return rows
 
 
