@@ -164,7 +164,7 @@ def test_standard_refuses_a_prompt_outside_the_suite_in_one_line_before_any_work
                                                             (f"{SUBJECT}-0", "subject_consistency")}
 
 
-def test_a_dimension_no_video_gets_is_refused_by_name_and_left_out_of_every_ready_dimension(tmp_path, counted):
+def test_a_dimension_no_video_gets_is_refused_by_name_and_gets_no_row_among_every_ready_one(tmp_path, counted):
     for prompt in (FLICKER, OUTSIDE):
         (tmp_path / "videos" / f"{prompt}-0.mp4").unlink()
     with pytest.raises(ValueError) as info:  # only the subject prompt's video: nothing lists temporal_flickering
@@ -177,7 +177,8 @@ def test_a_dimension_no_video_gets_is_refused_by_name_and_left_out_of_every_read
     summary = vbench_adapter.score_videos(tmp_path / "videos", scores_csv=tmp_path / "scores.csv", dimensions=None,
                                           cache_dir=tmp_path / "weights", torch_home=tmp_path / "torch",
                                           hf_home=tmp_path / "hf")  # ready: temporal_flickering, subject_consistency
-    assert summary.dimensions == ("subject_consistency",) and counted == {"subject_consistency": [[f"{SUBJECT}-0"]]}
+    assert set(summary.dimensions) == {"temporal_flickering", "subject_consistency"}  # every ready one
+    assert summary.left_out == {"temporal_flickering": 1} and counted == {"subject_consistency": [[f"{SUBJECT}-0"]]}
     assert _pairs(read_scores(tmp_path / "scores.csv")) == {(f"{SUBJECT}-0", "subject_consistency")}
 
 

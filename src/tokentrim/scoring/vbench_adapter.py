@@ -262,7 +262,7 @@ def score_videos(
         WeightsMissingError: a requested dimension is not ready (before any decode).
         PromptOutsideSuiteError: prompt_protocol "standard" and a video's prompt is not in the suite (before any decode).
         ValueError: a dimension requested by name that the prompt protocol gives to no video of the call (before any
-            decode; with `dimensions=None` such a dimension is left out and logged).
+            decode; with `dimensions=None` such a dimension gets no row and is logged).
         DimensionFailedError: a dimension got an error on every video of the call; raised after its rows (error rows
             included) are written, naming the dimension and the first error.
     """
@@ -288,8 +288,8 @@ def score_videos(
         raise_if_missing(status)
         dims = tuple(dict.fromkeys(dimensions))
     all_jobs = as_jobs(videos)
-    dims = _dimensions_with_videos(all_jobs, dims, prompt_protocol=prompt_protocol, explicit=dimensions is not None,
-                                   full_info_path=full_info_path)
+    _check_dimensions_have_videos(all_jobs, dims, prompt_protocol=prompt_protocol, explicit=dimensions is not None,
+                                  full_info_path=full_info_path)
     jobs = all_jobs[shard_index::num_shards]
     options = dict(
         scores_path=scores_path, roots=roots, dims=dims, score_cache_dir=score_cache_dir, clip_dir=clip_dir,
@@ -312,13 +312,14 @@ def score_videos(
     return summary
 
 
-def _dimensions_with_videos(jobs: Sequence[VideoJob], dims: tuple[str, ...], *, prompt_protocol: str, explicit: bool,
-                            full_info_path) -> tuple[str, ...]:
+def _check_dimensions_have_videos(jobs: Sequence[VideoJob], dims: tuple[str, ...], *, prompt_protocol: str,
+                                  explicit: bool, full_info_path) -> None:
     """The prompt protocol over every video of the call (all shards alike), before any decode: "standard" refuses a
-    prompt outside the suite; a dimension no video is assigned is refused when requested by name (one line) and left
-    out, logged, when it came from `dimensions=None` (every ready dimension)."""
+    prompt outside the suite; a dimension no video is assigned is refused when requested by name (one line) and logged
+    when it came from `dimensions=None` (every ready dimension; it stays in the call, so the planner still drops its
+    rows left by an earlier call under another protocol)."""
     if prompt_protocol == "all" or not jobs:
-        return dims
+        return
     by_prompt = dimensions_by_prompt([job.resolved_prompt for job in jobs], dims,
                                      suite_dimensions(full_info_path=full_info_path), prompt_protocol)
     assigned = {dim for listed in by_prompt.values() for dim in listed}
@@ -329,7 +330,6 @@ def _dimensions_with_videos(jobs: Sequence[VideoJob], dims: tuple[str, ...], *, 
                          f"list them); set scorer.prompt_protocol=all to score every video on them")
     if idle:
         logger.info("prompt_protocol=%s: no video's prompt lists %s; not scored", prompt_protocol, ", ".join(idle))
-    return tuple(dim for dim in dims if dim in assigned)
 
 
 def check_score_options(*, long_protocol: str = "auto", scene_split: bool = False,
