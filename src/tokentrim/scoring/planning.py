@@ -57,6 +57,7 @@ __all__ = [
     "VideoJob",
     "as_jobs",
     "base_row",
+    "check_prompt_protocol",
     "content_hash",
     "dimensions_by_prompt",
     "dimensions_for_prompt",
@@ -83,6 +84,12 @@ class PromptOutsideSuiteError(ValueError):
     """`prompt_protocol='standard'` met a prompt that is not in the VBench suite (one-line message)."""
 
 
+def check_prompt_protocol(protocol: str) -> None:
+    """One-line ValueError unless `protocol` is one of PROMPT_PROTOCOLS."""
+    if protocol not in PROMPT_PROTOCOLS:
+        raise ValueError(f"scorer.prompt_protocol must be one of {list(PROMPT_PROTOCOLS)}, got {protocol!r}")
+
+
 def dimensions_for_prompt(prompt: str, requested: Sequence[str], suite: Mapping[str, Sequence[str]],
                           protocol: str) -> tuple[str, ...]:
     """The requested dimensions a video of `prompt` is scored on (module docstring: the prompt protocol).
@@ -97,8 +104,7 @@ def dimensions_for_prompt(prompt: str, requested: Sequence[str], suite: Mapping[
         PromptOutsideSuiteError: protocol "standard" and `prompt` is not in `suite`.
         ValueError: an unknown protocol.
     """
-    if protocol not in PROMPT_PROTOCOLS:
-        raise ValueError(f"scorer.prompt_protocol must be one of {list(PROMPT_PROTOCOLS)}, got {protocol!r}")
+    check_prompt_protocol(protocol)
     listed = suite.get(prompt)
     if protocol == "all" or (listed is None and protocol == "auto"):
         return tuple(requested)

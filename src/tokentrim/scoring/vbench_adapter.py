@@ -43,10 +43,10 @@ from tokentrim.scoring.aggregation import aggregate_scores
 from tokentrim.scoring.planning import (
     AUXILIARY_DIMENSIONS,
     DEFAULT_CLIP_SECONDS,
-    PROMPT_PROTOCOLS,
     Unit,
     VideoJob,
     as_jobs,
+    check_prompt_protocol,
     content_hash,
     dimensions_by_prompt,
     ensure_clips,
@@ -340,8 +340,7 @@ def check_score_options(*, long_protocol: str = "auto", scene_split: bool = Fals
                         num_shards: int = 1, shard_index: int = 0, num_workers: int = 1,
                         prompt_protocol: str = "auto") -> None:
     """One-line ValueErrors for the scoring options (`score_videos` keywords), before any decode or model load."""
-    if prompt_protocol not in PROMPT_PROTOCOLS:
-        raise ValueError(f"scorer.prompt_protocol must be one of {list(PROMPT_PROTOCOLS)}, got {prompt_protocol!r}")
+    check_prompt_protocol(prompt_protocol)
     if long_protocol not in ("auto", "always", "never"):
         raise ValueError(f"scorer.long_protocol must be 'auto', 'always' or 'never', got {long_protocol!r}")
     if (scene_split or slow_fast) and long_protocol == "never":
