@@ -130,7 +130,8 @@ def run_ours(groups: dict[str, list[Path]], dims: list[str], roots, *, device: s
         summary = score_videos(paths, scores_csv=csv, dimensions=group_dims, cache_dir=roots.cache_dir,
                                torch_home=roots.torch_home, hf_home=roots.hf_home, device=device,
                                score_cache_dir=work / "ours" / aux / "cache", chunk_size=10_000,
-                               num_workers=workers, devices=[device] * workers)
+                               num_workers=workers, devices=[device] * workers,
+                               prompt_protocol="all")  # every video gets every dimension (vbench side: custom_input)
         if summary.errors:
             raise RuntimeError(f"our scorer had {len(summary.errors)} error row(s), first: {summary.errors[0]}")
         for row in read_scores(csv):

@@ -77,7 +77,8 @@ def test_a_dimension_failing_on_every_video_stops_after_writing_its_error_rows(t
     monkeypatch.setattr(vbench_adapter, "_run_vbench_dimension", broken)
     with pytest.raises(DimensionFailedError) as info:
         vbench_adapter.score_videos(folder, scores_csv=tmp_path / "scores.csv", dimensions=["temporal_flickering"],
-                                    cache_dir=tmp_path / "w", chunk_size=4)
+                                    cache_dir=tmp_path / "w", chunk_size=4,
+                                    prompt_protocol="all")  # "a cat" / "a dog" are VBench object_class prompts
     message = str(info.value)
     assert "\n" not in message and "dimension temporal_flickering failed on every video (2 error row(s)" in message
     assert "first error: 'a cat-0' clip -1: vbench failed: RuntimeError: CUDA error: no kernel image is available" in message

@@ -69,7 +69,9 @@ def test_tokentrim_score_on_a_folder_is_reported_beside_our_baseline(tmp_path):
                       for p, s in (("a cat", 0.95), ("a dog", 0.97))])
     folder = tmp_path / "official"
     _write(folder, "a cat-0.mp4", "a dog-0.mp4", "a cow-0.mp4")
-    tokentrim("score", "scorer=vbench", "scorer.dimensions=[temporal_flickering]", f"paths.output_root={out}",
+    # "a cat" / "a dog" / "a cow" are VBench object_class prompts: `all` scores them on temporal_flickering too
+    tokentrim("score", "scorer=vbench", "scorer.dimensions=[temporal_flickering]", "scorer.prompt_protocol=all",
+              f"paths.output_root={out}",
               f"score.videos_dir={folder}", "score.variant=official_self_forcing", cwd=tmp_path)
     run = out / "default" / "tiny" / "official_self_forcing"
     manifest = pd.read_csv(run / "videos.csv")

@@ -166,7 +166,8 @@ def test_slow_fast_fuses_subject_rows_with_the_mapped_first_frame_score(tmp_path
                         lambda *a, **k: fast_calls.append(1) or real_fast(*a, **k))
     kwargs = dict(dimensions=["subject_consistency"], cache_dir=cache_dir, torch_home=torch_home,
                   clip_dir=tmp_path / "clips", score_cache_dir=tmp_path / "cache", slow_fast=True,
-                  slow_fast_mapping_dir=mapping_dir, dinov2_path=checkpoint)
+                  slow_fast_mapping_dir=mapping_dir, dinov2_path=checkpoint,
+                  prompt_protocol="all")  # "a dog" is a VBench object_class prompt
     summary = score_videos(folder, scores_csv=tmp_path / "scores.csv", **kwargs)
     assert not summary.errors and fast_calls == [1]
     rows = read_scores(tmp_path / "scores.csv")

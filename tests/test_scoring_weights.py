@@ -85,7 +85,8 @@ def test_default_dimensions_are_the_ready_ones(tmp_path, monkeypatch):
     _forbid_subprocess(monkeypatch)
     video_io.write_video(tmp_path / "a cat-0.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=8)
     summary = score_videos([tmp_path / "a cat-0.mp4"], scores_csv=tmp_path / "scores.csv",
-                           cache_dir=tmp_path / "empty", torch_home=tmp_path / "t", hf_home=tmp_path / "h")
+                           cache_dir=tmp_path / "empty", torch_home=tmp_path / "t", hf_home=tmp_path / "h",
+                           prompt_protocol="all")  # "a cat" is a VBench object_class prompt
     assert "temporal_flickering" in summary.dimensions and "dynamic_degree" not in summary.dimensions
     assert not summary.errors and summary.scored == {"temporal_flickering": 1}
 
@@ -104,6 +105,7 @@ def test_env_vars_are_restored_after_scoring(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", "/keep/me")
     video_io.write_video(tmp_path / "a cat-0.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=8)
     score_videos([tmp_path / "a cat-0.mp4"], scores_csv=tmp_path / "scores.csv", dimensions=["temporal_flickering"],
-                 cache_dir=tmp_path / "weights", torch_home=tmp_path / "t")
+                 cache_dir=tmp_path / "weights", torch_home=tmp_path / "t",
+                 prompt_protocol="all")  # "a cat" is a VBench object_class prompt
     assert "VBENCH_CACHE_DIR" not in os.environ and os.environ["TORCH_HOME"] == "/keep/me"
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ

@@ -72,7 +72,9 @@ def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts,
     start = time.perf_counter()
     summary = score_videos(videos, scores_csv=tmp / "scores.csv", dimensions=[dimension], cache_dir=roots.cache_dir,
                            torch_home=roots.torch_home, hf_home=roots.hf_home, clip_dir=clip_root,
-                           score_cache_dir=tmp / "score_cache", **dict(kwargs or {}))
+                           score_cache_dir=tmp / "score_cache",
+                           # vbench's mode as our prompt protocol: custom_input scores every file on the dimension
+                           prompt_protocol="all" if mode == "custom_input" else "standard", **dict(kwargs or {}))
     ours_s = time.perf_counter() - start
     assert not summary.errors, summary.describe()
     ours = {(row["video"], row["clip"]): row for row in read_scores(tmp / "scores.csv")}

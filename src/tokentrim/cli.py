@@ -41,6 +41,7 @@ def validate(cfg: DictConfig, *, command: str | None = None) -> None:
     """
     from tokentrim.backbones import check_wan_files
     from tokentrim.prompts import check_prompts_fit, load_prompts
+    from tokentrim.scoring.scorer_config import check_prompts
 
     command = command or _COMMAND[0]
     typed = check_config(plain_config(cfg))
@@ -48,6 +49,8 @@ def validate(cfg: DictConfig, *, command: str | None = None) -> None:
     check_prompts_fit(prompts, backbone=typed["backbone"], scorer=typed["scorer"])
     if command in _SCORING:
         _scorer_preflight(typed["scorer"], typed["device"])
+    if command in _GENERATING:  # scorer.prompt_protocol=standard: every prompt to generate is in the VBench suite
+        _as_config_error(lambda: check_prompts(typed["scorer"], prompts))
     backbone = typed["backbone"]
     if command in _GENERATING and backbone["kind"] == "wan" and not backbone["random_weights"]:
         _as_config_error(lambda: check_wan_files(backbone))  # a corrected path is then not refused as a changed config

@@ -30,6 +30,7 @@ from tokentrim.backbones import BACKBONE_KINDS, PIPELINES
 from tokentrim.generate import DTYPES
 from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
 from tokentrim.report.wandb_log import MODES as WANDB_MODES
+from tokentrim.scoring.planning import PROMPT_PROTOCOLS
 from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
 
 
@@ -93,6 +94,7 @@ DriftMetric = _choices("DriftMetric", DRIFT_METRICS)
 Scope = _choices("Scope", SCOPES)
 RegenNoise = _choices("RegenNoise", REGEN_NOISE)
 DriftSource = _choices("DriftSource", DRIFT_SOURCES)
+PromptProtocol = _choices("PromptProtocol", PROMPT_PROTOCOLS)
 FlowMoTarget = _choices("FlowMoTarget", TARGETS)
 FlowMoOptimizer = _choices("FlowMoOptimizer", OPTIMIZERS)
 CHOICE_OVERLAYS: dict[type, dict[str, type[enum.Enum]]] = {
@@ -279,6 +281,7 @@ class VbenchScorerConfig:
     shard_index: int
     full_info_path: Optional[str]
     imaging_quality_preprocessing_mode: str
+    prompt_protocol: PromptProtocol
 
 
 SCORER_SCHEMAS: dict[str, type] = {"tinyworld": TinyWorldScorerConfig, "vbench": VbenchScorerConfig}

@@ -8,9 +8,11 @@ Aggregation (house rule 14; stated again in every table caption):
     3. Quality / Semantic / Final: `tokentrim.scoring.totals.compute_totals` on the step-2 means of the VBench
        dimensions (`scorer == "vbench"`); other scorers' dimensions (e.g. tinyworld) are extra columns, never in Final.
        The Final is over the REQUESTED dimensions: every VBench dimension with a row in any run of the report, error
-       rows included (`score_videos` writes a row for every requested dimension and video). A run without a scored
-       video for one of them has a NaN Final and a note naming it (never a Final renormalised over fewer dimensions);
-       fewer than 16 is labelled with `totals.final_label` (one rule, in `scoring/totals.py`).
+       rows included (`score_videos` writes a row for every requested dimension on every video its prompt protocol
+       assigns it: under `scorer.prompt_protocol=auto` a VBench suite prompt's videos get only the dimensions the
+       prompt lists, so a dimension's mean is over its own videos, as VBench's standard protocol). A run without a
+       scored video for one of them has a NaN Final and a note naming it (never a Final renormalised over fewer
+       dimensions); fewer than 16 is labelled with `totals.final_label` (one rule, in `scoring/totals.py`).
 
 Uncertainty: percentile bootstrap over prompts (all seeds of a prompt are resampled together), `n_boot` replicates
 from `numpy.random.default_rng([seed, crc32(label)])`, so results do not depend on variant order.

@@ -3,7 +3,9 @@
 Public API (the CLI's `tokentrim score` / `tokentrim vbench-check` call these):
 
 - `score_videos(videos, *, scores_csv, dimensions=None, cache_dir=None, torch_home=None, hf_home=None, device="cpu",
-  ...) -> ScoreRunSummary`: one row per (video, clip, dimension) in `scores.csv`, cached by content hash.
+  ...) -> ScoreRunSummary`: one row per (video, clip, dimension) in `scores.csv`, cached by content hash; which
+  dimensions a video gets follows `prompt_protocol` (`planning.dimensions_for_prompt`: VBench's standard protocol for
+  suite prompts by default).
 - `check_dimensions(dimensions=None, *, cache_dir=None, torch_home=None, hf_home=None) -> {dim: DimensionStatus}` and
   `format_check(status) -> str`: ready / missing file(s) with exact paths; imports nothing, downloads nothing.
 - `preflight(scorer_cfg, device)`: the scorer config checked before any work (one line: dimension, missing file, key).

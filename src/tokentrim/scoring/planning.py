@@ -1,5 +1,16 @@
 """Planning a scoring call: which files, which (video, clip, dimension) units, which cache keys.
 
+Prompt protocol (`scorer.prompt_protocol`; the rule is `dimensions_for_prompt`, the only place it lives):
+- `auto` (default): a video whose prompt is in the VBench suite (`VBench_full_info.json`) is scored only on the
+  requested dimensions its prompt lists, VBench's standard protocol (`VBench.build_full_info_json(mode=
+  'vbench_standard')`, then each `compute_<dim>` keeps the entries whose `dimension` lists it:
+  `vbench.utils.load_dimension_info`); a video whose prompt is not in the suite is scored on every requested dimension,
+  VBench's `custom_input` protocol (an auxiliary-info dimension on such a prompt is an error row, as vbench refuses it).
+- `standard`: as `auto`, but a prompt outside the suite is refused (one line, before any decode).
+- `all`: every requested dimension on every video.
+A (video, dimension) pair the protocol leaves out gets no unit and no row (it is not an error); the scores store drops
+a row of such a pair left in scores.csv by an earlier call under another protocol (an empty claim).
+
 Clip protocol (VBench-Long, `vbench2_beta_long`): a video of at least `long_min_seconds` (FAQ: 5.0 s) is cut into
 fixed-length clips (`video_io.clip_spans`: 2 s; 10 s for human_action, temporal_style, overall_consistency), one
 unit per clip (`clip` = 0, 1, ...); shorter videos get one unit with `clip = -1` (whole file). Clips are named
@@ -39,12 +50,17 @@ __all__ = [
     "AUXILIARY_DIMENSIONS",
     "DEFAULT_CLIP_SECONDS",
     "CACHE_FORMAT",
+    "PROMPT_PROTOCOLS",
     "Plan",
+    "PromptOutsideSuiteError",
     "Unit",
     "VideoJob",
     "as_jobs",
     "base_row",
+    "check_prompt_protocol",
     "content_hash",
+    "dimensions_by_prompt",
+    "dimensions_for_prompt",
     "ensure_clips",
     "one_line",
     "plan_units",
@@ -61,6 +77,59 @@ AUXILIARY_DIMENSIONS: tuple[str, ...] = (
 )
 CACHE_FORMAT = 1
 SCORER = "vbench"
+PROMPT_PROTOCOLS: tuple[str, ...] = ("auto", "standard", "all")
+
+
+class PromptOutsideSuiteError(ValueError):
+    """`prompt_protocol='standard'` met a prompt that is not in the VBench suite (one-line message)."""
+
+
+def check_prompt_protocol(protocol: str) -> None:
+    """One-line ValueError unless `protocol` is one of PROMPT_PROTOCOLS."""
+    if protocol not in PROMPT_PROTOCOLS:
+        raise ValueError(f"scorer.prompt_protocol must be one of {list(PROMPT_PROTOCOLS)}, got {protocol!r}")
+
+
+def dimensions_for_prompt(prompt: str, requested: Sequence[str], suite: Mapping[str, Sequence[str]],
+                          protocol: str) -> tuple[str, ...]:
+    """The requested dimensions a video of `prompt` is scored on (module docstring: the prompt protocol).
+
+    Args:
+        prompt: the video's prompt (manifest, or the VBench file name).
+        requested: the call's dimensions, in order; the result keeps that order.
+        suite: {prompt: dimensions it lists} of the VBench suite (`prompts.load_vbench_suite`, duplicates merged).
+        protocol: "auto", "standard" or "all".
+
+    Raises:
+        PromptOutsideSuiteError: protocol "standard" and `prompt` is not in `suite`.
+        ValueError: an unknown protocol.
+    """
+    check_prompt_protocol(protocol)
+    listed = suite.get(prompt)
+    if protocol == "all" or (listed is None and protocol == "auto"):
+        return tuple(requested)
+    if listed is None:
+        raise PromptOutsideSuiteError(
+            f"scorer.prompt_protocol='standard' scores only prompts of the VBench suite (VBench_full_info.json), got "
+            f"{prompt[:80]!r}; set scorer.prompt_protocol=auto (custom_input protocol for such prompts) or all")
+    return tuple(dim for dim in requested if dim in listed)
+
+
+def dimensions_by_prompt(prompts: Sequence[str], requested: Sequence[str], suite: Mapping[str, Sequence[str]],
+                         protocol: str) -> dict[str, tuple[str, ...]]:
+    """`dimensions_for_prompt` of each distinct prompt; under "standard" every prompt outside the suite is counted
+    and the first is named in one line (PromptOutsideSuiteError)."""
+    out: dict[str, tuple[str, ...]] = {}
+    outside: list[PromptOutsideSuiteError] = []
+    for prompt in dict.fromkeys(prompts):
+        try:
+            out[prompt] = dimensions_for_prompt(prompt, requested, suite, protocol)
+        except PromptOutsideSuiteError as err:
+            outside.append(err)
+    if outside:
+        raise PromptOutsideSuiteError(f"{outside[0]} ({len(outside)} of {len(out) + len(outside)} distinct prompts "
+                                      f"are outside the suite)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -100,11 +169,13 @@ class Unit:
 class Plan:
     """What a call will write: error rows known before scoring, and every unit to score (or take from the cache).
 
-    `clips[(video, dimension)]` = the clip indices of that pair's rows (the scores store's claim)."""
+    `clips[(video, dimension)]` = the clip indices of that pair's rows (the scores store's claim); `left_out` = the
+    (video, dimension) pairs the prompt protocol leaves out (no unit, no row)."""
 
     error_rows: list[dict] = field(default_factory=list)
     units: list[Unit] = field(default_factory=list)
     clips: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -197,14 +268,19 @@ def ensure_clips(units: Sequence[Unit], job: VideoJob, *, crf: int) -> None:
         video_io.write_video(unit.path, frames[unit.frame_start:unit.frame_end], fps, crf=crf)  # [L, H, W, 3]
 
 
-def plan_units(jobs: Sequence[VideoJob], dims: Sequence[str], *, cache_root: Path, clip_root: Path, device: str,
-               version: str, kwargs: Mapping, aux_by_prompt: Mapping[str, dict], long_protocol: str,
-               long_min_seconds: float, clip_seconds: Mapping[str, float], scene_split: bool, scene_threshold: float,
-               scene_min_frames: int) -> Plan:
-    """Hash + probe each video once and derive its units per dimension; unreadable videos / missing auxiliary info
-    become error rows (clip -1)."""
+def plan_units(jobs: Sequence[VideoJob], requested: Sequence[str], *, cache_root: Path, clip_root: Path, device: str,
+               version: str, kwargs: Mapping, aux_by_prompt: Mapping[str, dict], suite: Mapping[str, Sequence[str]],
+               prompt_protocol: str, long_protocol: str, long_min_seconds: float, clip_seconds: Mapping[str, float],
+               scene_split: bool, scene_threshold: float, scene_min_frames: int) -> Plan:
+    """Per video: its dimensions (`dimensions_for_prompt` of the requested ones), then, if any, hash + probe it once
+    and derive its units per dimension; unreadable videos / missing auxiliary info become error rows (clip -1).
+    `plan.left_out` lists the (video, dimension) pairs the prompt protocol leaves out (no unit, no row)."""
     plan = Plan()
     for job in jobs:
+        dims = dimensions_for_prompt(job.resolved_prompt, requested, suite, prompt_protocol)
+        plan.left_out += [(job.name, dim) for dim in requested if dim not in dims]
+        if not dims:
+            continue
         try:
             sha = content_hash(job.path)
             info = video_io.probe(job.path)

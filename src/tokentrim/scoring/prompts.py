@@ -30,6 +30,7 @@ __all__ = [
     "PromptEntry",
     "vbench_full_info_path",
     "load_vbench_suite",
+    "suite_dimensions",
     "load_prompt_file",
     "video_name",
     "prompt_from_video_name",
@@ -88,6 +89,11 @@ def load_vbench_suite(dimensions: Sequence[str] | None = None, *, full_info_path
         wanted = set(dimensions)
         entries = [entry for entry in entries if wanted & set(entry.dimensions)]
     return entries
+
+
+def suite_dimensions(*, full_info_path: str | os.PathLike | None = None) -> dict[str, tuple[str, ...]]:
+    """{prompt: the dimensions it lists} over the VBench suite (duplicates merged), for the prompt protocol."""
+    return {entry.prompt: entry.dimensions for entry in load_vbench_suite(full_info_path=full_info_path)}
 
 
 def auxiliary_info_for(prompt: str, *, full_info_path: str | os.PathLike | None = None) -> dict[str, dict]:

@@ -4,6 +4,11 @@
 missing file and the config key to set) and touches nothing: no directory, no model, no vbench import. `tokentrim
 run` / `generate` / `score` call it before generation, so a missing checkpoint is found in seconds, not after hours.
 
+Prompt protocol (`scorer.prompt_protocol`, `planning.dimensions_for_prompt`): `auto` (default) scores a VBench suite
+prompt only on the requested dimensions it lists, any other prompt on all of them; `standard` refuses prompts outside
+the suite (`check_prompts`, called by `tokentrim run` / `generate` on the composed prompts, before generation); `all`
+scores every requested dimension on every video. `scorer=tinyworld`'s extra VBench dimensions always use `all`.
+
 Device rule: `scorer.device: null` (the shipped default) means the top-level `device`, so `device=cuda` (e.g.
 `experiment=paper_main`) scores VBench on the GPU too; `scorer.device=cpu` overrides it. `scorer.devices: null` means
 `[scorer device]`.
@@ -12,13 +17,14 @@ Device rule: `scorer.device: null` (the shipped default) means the top-level `de
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tokentrim.scoring.totals import ALL_DIMENSIONS
 from tokentrim.scoring.weights import WeightsMissingError, check_dimensions, raise_if_missing
 
-__all__ = ["SCORER_NAMES", "VBENCH_ARGS", "preflight", "scorer_device", "vbench_dimensions", "vbench_kwargs"]
+__all__ = ["SCORER_NAMES", "VBENCH_ARGS", "check_prompts", "preflight", "scorer_device", "vbench_dimensions",
+           "vbench_kwargs"]
 
 SCORER_NAMES: tuple[str, ...] = ("vbench", "tinyworld")
 # `scorer=vbench` keys passed to `score_videos` as they are (besides name, dimensions, device, score_cache_dir).
@@ -27,6 +33,7 @@ VBENCH_ARGS: tuple[str, ...] = (
     "clip_crf", "slow_fast", "chunk_size", "num_shards", "shard_index", "num_workers", "devices", "full_info_path",
     "imaging_quality_preprocessing_mode", "scene_split", "scene_threshold", "scene_min_frames",
     "slow_fast_dimensions", "slow_fast_mapping_dir", "dinov2_path", "slow_fast_w_inclip", "slow_fast_w_clip2clip",
+    "prompt_protocol",
 )
 _VBENCH_KEYS = ("name", "dimensions", "device", "score_cache_dir", *VBENCH_ARGS)
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
@@ -61,13 +68,14 @@ def vbench_dimensions(scorer_cfg: Mapping[str, Any]) -> list[str] | None:
 
 def vbench_kwargs(scorer_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     """`score_videos` keywords of a scorer config (dimensions, device and, for scorer=vbench, every set VBENCH_ARGS
-    key; tinyworld's clip length applies to the VBench dimensions scored beside it)."""
+    key; tinyworld's clip length applies to the VBench dimensions scored beside it, on every video)."""
     dims = vbench_dimensions(scorer_cfg)
     kwargs: dict[str, Any] = {"dimensions": dims, "device": scorer_device(scorer_cfg, device)}
     if scorer_cfg.get("name") == "vbench":
         kwargs |= {key: scorer_cfg[key] for key in VBENCH_ARGS if scorer_cfg.get(key) is not None}
     else:
         kwargs["clip_seconds"] = {d: float(scorer_cfg.get("clip_seconds", 2.0)) for d in dims or []}
+        kwargs["prompt_protocol"] = "all"
     return kwargs
 
 
@@ -102,7 +110,7 @@ def preflight(scorer_cfg: Mapping[str, Any], device: str) -> None:
             raise ValueError(f"scorer.clip_seconds maps VBench dimension names to seconds > 0, got {bad}")
         options = ("long_protocol", "scene_split", "scene_threshold", "scene_min_frames", "slow_fast",
                    "slow_fast_dimensions", "slow_fast_w_inclip", "slow_fast_w_clip2clip", "chunk_size", "num_shards",
-                   "shard_index", "num_workers")
+                   "shard_index", "num_workers", "prompt_protocol")
         check_score_options(**{key: kwargs[key] for key in options if key in kwargs})
     dims = kwargs["dimensions"]
     if dims == []:
@@ -119,3 +127,15 @@ def preflight(scorer_cfg: Mapping[str, Any], device: str) -> None:
         first = next(iter(status.values()))
         raise WeightsMissingError(f"scorer.dimensions is null (every ready dimension) but none is ready, e.g. "
                                   f"{first.one_line()}; run `tokentrim vbench-check`")
+
+
+def check_prompts(scorer_cfg: Mapping[str, Any], prompts: Sequence[str]) -> None:
+    """Under `scorer.prompt_protocol: standard`, refuse (one line, PromptOutsideSuiteError) prompts outside the VBench
+    suite before anything is generated; other protocols and scorers accept every prompt."""
+    if scorer_cfg.get("name") != "vbench" or scorer_cfg.get("prompt_protocol", "auto") != "standard":
+        return
+    from tokentrim.scoring.planning import dimensions_by_prompt
+    from tokentrim.scoring.prompts import suite_dimensions
+
+    suite = suite_dimensions(full_info_path=scorer_cfg.get("full_info_path"))
+    dimensions_by_prompt(list(prompts), vbench_dimensions(scorer_cfg) or [], suite, "standard")

@@ -2,8 +2,11 @@
 
 How a dimension is scored (the numbers equal a direct `VBench(...).evaluate` call on the same files):
 1. `weights.check_dimensions` confirms every file and package first (nothing is downloaded, vbench is not imported).
-2. `planning.plan_units` hashes and probes each video once and derives its (video, clip, dimension) units (VBench-Long
-   clip protocol, scene splitting, cache keys); units found in the score cache (`scores_store.ScoreCache`) are done.
+2. `planning.plan_units` picks each video's dimensions by the prompt protocol (`scorer.prompt_protocol`, default
+   `auto`: a VBench suite prompt gets only the requested dimensions it lists, as VBench's standard protocol; any other
+   prompt gets every requested dimension, as `custom_input`; `planning.dimensions_for_prompt`), hashes and probes each
+   video once and derives its (video, clip, dimension) units (VBench-Long clip protocol, scene splitting, cache keys);
+   units found in the score cache (`scores_store.ScoreCache`) are done. A pair the protocol leaves out has no row.
 3. Inside `vbench_env.vbench_session`, vbench's own `init_submodules([dim], local=True)` builds the submodule spec,
    exactly as `evaluate(..., local=True)` does; we write a `<dim>_full_info.json` of `{prompt_en, dimension,
    video_list[, auxiliary_info]}` entries (the format `evaluate` writes) and call `vbench.<dim>.compute_<dim>(json,
@@ -44,13 +47,15 @@ from tokentrim.scoring.planning import (
     Unit,
     VideoJob,
     as_jobs,
+    check_prompt_protocol,
     content_hash,
+    dimensions_by_prompt,
     ensure_clips,
     one_line,
     plan_units,
     unit_row,
 )
-from tokentrim.scoring.prompts import load_vbench_suite
+from tokentrim.scoring.prompts import load_vbench_suite, suite_dimensions
 from tokentrim.scoring.scores_store import SCORES_COLUMNS, ScoreCache, ScoresStore, read_scores
 from tokentrim.scoring.slow_fast import fuse_slow_fast
 from tokentrim.scoring.vbench_env import import_vbench, restore_root_logging, vbench_session, vbench_version
@@ -93,19 +98,25 @@ class DimensionFailedError(RuntimeError):
 @dataclass
 class ScoreRunSummary:
     """What one `score_videos` call did. `errors` lists (video, clip, dimension, message) of every error row;
-    `scored[dim]` counts the dimension's rows with a score (computed or cached) at the end of the call."""
+    `scored[dim]` counts the dimension's rows with a score (computed or cached) at the end of the call;
+    `left_out[dim]` counts the videos the prompt protocol leaves out of the dimension (no row, not an error)."""
 
     scores_csv: Path
     dimensions: tuple[str, ...]
+    prompt_protocol: str = "auto"
     num_rows: int = 0
     num_computed: int = 0
     num_cached: int = 0
     errors: list[tuple[str, int, str, str]] = field(default_factory=list)
     scored: dict[str, int] = field(default_factory=dict)
+    left_out: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         head = (f"{self.num_rows} rows for {len(self.dimensions)} dimension(s) in {self.scores_csv}: "
                 f"{self.num_computed} computed, {self.num_cached} from cache, {len(self.errors)} error(s)")
+        if any(self.left_out.values()):
+            head += (f"; prompt_protocol={self.prompt_protocol} left out (video, dimension) pairs whose prompt does not "
+                     f"list the dimension: " + ", ".join(f"{dim} {n}" for dim, n in self.left_out.items() if n))
         lines = [head] + [f"  error: {video} clip {clip} {dim}: {msg}" for video, clip, dim, msg in self.errors]
         return "\n".join(lines)
 
@@ -116,6 +127,8 @@ class ScoreRunSummary:
         self.errors += other.errors
         for dim, count in other.scored.items():
             self.scored[dim] = self.scored.get(dim, 0) + count
+        for dim, count in other.left_out.items():
+            self.left_out[dim] = self.left_out.get(dim, 0) + count
 
     def raise_if_a_dimension_failed(self) -> None:
         """DimensionFailedError for the first dimension with error rows and no scored row."""
@@ -219,6 +232,7 @@ def score_videos(
     devices: Sequence[str] | None = None,
     full_info_path: str | os.PathLike | None = None,
     imaging_quality_preprocessing_mode: str = "longer",
+    prompt_protocol: str = "auto",
 ) -> ScoreRunSummary:
     """Score `videos` for `dimensions` with vbench; write one row per (video, clip, dimension) to `scores_csv`.
 
@@ -249,11 +263,18 @@ def score_videos(
         num_shards / shard_index: score only `sorted(videos)[shard_index::num_shards]` (one process per shard).
         num_workers: > 1 spawns that many local processes, shard k on `devices[k % len(devices)]`, all writing
             `scores_csv` through the locked store.
-        full_info_path: prompt suite JSON for `auxiliary_info` (default: the installed vbench's).
+        full_info_path: prompt suite JSON for `auxiliary_info` and the prompt protocol (default: the installed
+            vbench's `VBench_full_info.json`).
         imaging_quality_preprocessing_mode: vbench kwarg ("longer" default, "shorter", "shorter_centercrop", "None").
+        prompt_protocol: which requested dimensions each video gets (`planning.dimensions_for_prompt`): "auto" (a
+            suite prompt: the dimensions it lists, VBench's standard protocol; another prompt: all, as custom_input),
+            "standard" (as auto; a prompt outside the suite stops the call before any decode) or "all".
 
     Raises:
         WeightsMissingError: a requested dimension is not ready (before any decode).
+        PromptOutsideSuiteError: prompt_protocol "standard" and a video's prompt is not in the suite (before any decode).
+        ValueError: a dimension requested by name that the prompt protocol gives to no video of the call (before any
+            decode; with `dimensions=None` such a dimension gets no row and is logged).
         DimensionFailedError: a dimension got an error on every video of the call; raised after its rows (error rows
             included) are written, naming the dimension and the first error.
     """
@@ -262,7 +283,7 @@ def score_videos(
                         scene_min_frames=scene_min_frames, slow_fast=slow_fast,
                         slow_fast_dimensions=slow_fast_dimensions, slow_fast_w_inclip=slow_fast_w_inclip,
                         slow_fast_w_clip2clip=slow_fast_w_clip2clip, chunk_size=chunk_size, num_shards=num_shards,
-                        shard_index=shard_index, num_workers=num_workers)
+                        shard_index=shard_index, num_workers=num_workers, prompt_protocol=prompt_protocol)
     clip_map = dict(DEFAULT_CLIP_SECONDS) | dict(clip_seconds or {})
     scores_path = Path(scores_csv)
     roots = WeightRoots.resolve(cache_dir=cache_dir, torch_home=torch_home, hf_home=hf_home)
@@ -278,18 +299,21 @@ def score_videos(
     else:
         raise_if_missing(status)
         dims = tuple(dict.fromkeys(dimensions))
-    jobs = as_jobs(videos)[shard_index::num_shards]
+    all_jobs = as_jobs(videos)
+    _check_dimensions_have_videos(all_jobs, dims, prompt_protocol=prompt_protocol, explicit=dimensions is not None,
+                                  full_info_path=full_info_path)
+    jobs = all_jobs[shard_index::num_shards]
     options = dict(
         scores_path=scores_path, roots=roots, dims=dims, score_cache_dir=score_cache_dir, clip_dir=clip_dir,
         long_protocol=long_protocol, long_min_seconds=long_min_seconds, clip_seconds=clip_map, clip_crf=clip_crf,
-        chunk_size=chunk_size, full_info_path=full_info_path,
+        chunk_size=chunk_size, full_info_path=full_info_path, prompt_protocol=prompt_protocol,
         imaging_quality_preprocessing_mode=imaging_quality_preprocessing_mode, scene_split=scene_split,
         scene_threshold=scene_threshold, scene_min_frames=scene_min_frames, slow_fast=slow_fast,
         slow_fast_dimensions=tuple(slow_fast_dimensions), slow_fast_mapping_dir=slow_fast_mapping_dir,
         dinov2_path=dinov2_path, slow_fast_w_inclip=slow_fast_w_inclip, slow_fast_w_clip2clip=slow_fast_w_clip2clip,
     )
     if num_workers > 1:
-        summary = ScoreRunSummary(scores_csv=scores_path, dimensions=dims)
+        summary = ScoreRunSummary(scores_csv=scores_path, dimensions=dims, prompt_protocol=prompt_protocol)
         for part in score_with_workers(_score_jobs, jobs, num_workers=num_workers,
                                        devices=list(devices or [device]), **options):
             summary.merge(part)
@@ -300,13 +324,35 @@ def score_videos(
     return summary
 
 
+def _check_dimensions_have_videos(jobs: Sequence[VideoJob], dims: tuple[str, ...], *, prompt_protocol: str,
+                                  explicit: bool, full_info_path) -> None:
+    """The prompt protocol over every video of the call (all shards alike), before any decode: "standard" refuses a
+    prompt outside the suite; a dimension no video is assigned is refused when requested by name (one line) and logged
+    when it came from `dimensions=None` (every ready dimension; it stays in the call, so the planner still drops its
+    rows left by an earlier call under another protocol)."""
+    if prompt_protocol == "all" or not jobs:
+        return
+    by_prompt = dimensions_by_prompt([job.resolved_prompt for job in jobs], dims,
+                                     suite_dimensions(full_info_path=full_info_path), prompt_protocol)
+    assigned = {dim for listed in by_prompt.values() for dim in listed}
+    idle = [dim for dim in dims if dim not in assigned]
+    if idle and explicit:
+        raise ValueError(f"scorer.dimensions asks for {idle}, but under scorer.prompt_protocol={prompt_protocol} no "
+                         f"video of the call gets them (its {len(jobs)} video(s) have VBench suite prompts that do not "
+                         f"list them); set scorer.prompt_protocol=all to score every video on them")
+    if idle:
+        logger.info("prompt_protocol=%s: no video's prompt lists %s; not scored", prompt_protocol, ", ".join(idle))
+
+
 def check_score_options(*, long_protocol: str = "auto", scene_split: bool = False,
                         scene_threshold: float = long_video.SCENE_THRESHOLD,
                         scene_min_frames: int = long_video.SCENE_MIN_FRAMES, slow_fast: bool = False,
                         slow_fast_dimensions: Sequence[str] = long_video.SLOW_FAST_DIMENSIONS,
                         slow_fast_w_inclip: float = 0.5, slow_fast_w_clip2clip: float = 0.5, chunk_size: int = 16,
-                        num_shards: int = 1, shard_index: int = 0, num_workers: int = 1) -> None:
+                        num_shards: int = 1, shard_index: int = 0, num_workers: int = 1,
+                        prompt_protocol: str = "auto") -> None:
     """One-line ValueErrors for the scoring options (`score_videos` keywords), before any decode or model load."""
+    check_prompt_protocol(prompt_protocol)
     if long_protocol not in ("auto", "always", "never"):
         raise ValueError(f"scorer.long_protocol must be 'auto', 'always' or 'never', got {long_protocol!r}")
     if (scene_split or slow_fast) and long_protocol == "never":
@@ -336,8 +382,8 @@ def check_score_options(*, long_protocol: str = "auto", scene_split: bool = Fals
 
 def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, device: str, dims: tuple[str, ...],
                 score_cache_dir, clip_dir, long_protocol: str, long_min_seconds: float, clip_seconds: Mapping[str, float],
-                clip_crf: int, chunk_size: int, full_info_path, imaging_quality_preprocessing_mode: str,
-                scene_split: bool, scene_threshold: float, scene_min_frames: int, slow_fast: bool,
+                clip_crf: int, chunk_size: int, full_info_path, prompt_protocol: str,
+                imaging_quality_preprocessing_mode: str, scene_split: bool, scene_threshold: float, scene_min_frames: int, slow_fast: bool,
                 slow_fast_dimensions: Sequence[str], slow_fast_mapping_dir, dinov2_path, slow_fast_w_inclip: float,
                 slow_fast_w_clip2clip: float) -> ScoreRunSummary:
     """Steps 2-4 of the module docstring for `jobs` in this process (also the `worker_pool` entry)."""
@@ -346,11 +392,12 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
     cache = ScoreCache(cache_root)
     version = vbench_version()
     kwargs = {"imaging_quality_preprocessing_mode": imaging_quality_preprocessing_mode}
-    summary = ScoreRunSummary(scores_csv=scores_path, dimensions=dims)
+    summary = ScoreRunSummary(scores_csv=scores_path, dimensions=dims, prompt_protocol=prompt_protocol)
     scores = ScoresStore(scores_path)
     needs_aux = any(dim in AUXILIARY_DIMENSIONS for dim in dims)
     aux_by_prompt = ({entry.prompt: entry.auxiliary_info for entry in load_vbench_suite(full_info_path=full_info_path)}
                      if needs_aux else {})
+    suite = suite_dimensions(full_info_path=full_info_path) if prompt_protocol != "all" else {}
 
     def record(row: dict) -> None:
         scores.put(row)
@@ -358,11 +405,15 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
 
     # 2. Plan: units per (video, dimension); cached units are done; cut the clips the others read.
     plan = plan_units(jobs, dims, cache_root=cache_root, clip_root=clip_root, device=device, version=version,
-                      kwargs=kwargs, aux_by_prompt=aux_by_prompt, long_protocol=long_protocol,
+                      kwargs=kwargs, aux_by_prompt=aux_by_prompt, suite=suite, prompt_protocol=prompt_protocol,
+                      long_protocol=long_protocol,
                       long_min_seconds=long_min_seconds, clip_seconds=clip_seconds, scene_split=scene_split,
                       scene_threshold=scene_threshold, scene_min_frames=scene_min_frames)
     for (video, dim), clips in plan.clips.items():
         scores.claim(video, dim, clips)
+    for video, dim in plan.left_out:  # no row: an earlier call's row of the pair (another protocol) is stale
+        scores.claim(video, dim, [])
+        summary.left_out[dim] = summary.left_out.get(dim, 0) + 1
     for row in plan.error_rows:
         record(row)
     pending: dict[str, list[Unit]] = defaultdict(list)
