@@ -79,7 +79,7 @@ with torch.set_grad_enabled(args["grad"]):
 
 def direct_evaluate(videos: Path, dimension: str, roots: WeightRoots, out: Path, *, mode: str = "custom_input",
                     prompt_list: Mapping[str, str] | None = None, full_info: str | None = None, device: str = "cpu",
-                    kwargs: Mapping | None = None, timeout: float = 900, grad: bool = True) -> dict[str, float]:
+                    kwargs: Mapping | None = None, timeout: float = 3600, grad: bool = True) -> dict[str, float]:
     """{video path: per-video result} from `VBench(device, full_info, out).evaluate(videos, ...)` in a subprocess.
 
     `mode="vbench_standard"` needs `full_info` (the installed vbench's VBench_full_info.json by default) and videos
