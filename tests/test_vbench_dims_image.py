@@ -13,8 +13,8 @@ import importlib
 import pytest
 
 from tokentrim.scoring.standins import family_of
-from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
-from vbench_parity import assert_equal_per_video, score_and_direct
+from tokentrim.scoring.weights import required_files
+from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "appearance_style", "aesthetic_quality",
               "imaging_quality")
@@ -26,15 +26,7 @@ STYLE_PROMPTS = ("A beautiful coastal beach in spring, waves lapping on sand, Va
 
 def test_check_says_ready_on_standins_and_names_the_files_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins(DIMENSIONS)
-    status = check_dimensions(DIMENSIONS, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
-    assert all(status[dim].is_ready for dim in DIMENSIONS), [item.one_line() for item in status.values()]
-    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
-    empty = check_dimensions(DIMENSIONS, cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
-                             hf_home=empty_roots.hf_home)
-    for dim in DIMENSIONS:
-        assert not empty[dim].is_ready
-        for req in required_files(dim, empty_roots):
-            assert str(req.path) in empty[dim].one_line()
+    assert_ready_and_named_when_missing(DIMENSIONS, roots, tmp_path)
 
 
 @pytest.mark.parametrize("family", ["dino", "clip_models", "musiq", "raft", "amt"])

@@ -11,8 +11,7 @@ import json
 
 
 from tokentrim.scoring.standins import tag2text
-from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
-from vbench_parity import assert_equal_per_video, score_and_direct
+from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
 
 DIMENSION = "scene"
 PROMPTS = ("alley", "bathroom")  # VBench scene prompts (auxiliary_info scene: alley / bathroom)
@@ -25,16 +24,7 @@ def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_stand
     assert all(path.is_file() for path in written)
     before = {path: path.stat().st_mtime_ns for path in written}
     assert tag2text.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
-    status = check_dimensions([DIMENSION], cache_dir=roots.cache_dir, torch_home=roots.torch_home,
-                              hf_home=roots.hf_home)
-    assert status[DIMENSION].is_ready, status[DIMENSION].one_line()
-    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
-    empty = check_dimensions([DIMENSION], cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
-                             hf_home=empty_roots.hf_home)
-    line = empty[DIMENSION].one_line()
-    assert not empty[DIMENSION].is_ready
-    for req in required_files(DIMENSION, empty_roots):
-        assert str(req.path) in line
+    assert_ready_and_named_when_missing([DIMENSION], roots, tmp_path)
 
 
 def test_bert_standin_matches_the_real_layout(vbench_standins):

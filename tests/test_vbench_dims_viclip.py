@@ -12,8 +12,7 @@ import gzip
 import pytest
 
 from tokentrim.scoring.standins import viclip
-from tokentrim.scoring.weights import WeightRoots, check_dimensions, required_files
-from vbench_parity import assert_equal_per_video, score_and_direct
+from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
 
 DIMENSIONS = viclip.DIMENSIONS
 PROMPTS = ("Close up of grapes on a rotating table. Van Gogh style",  # VBench temporal_style / overall prompts
@@ -27,15 +26,7 @@ def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_stand
     assert all(path.is_file() for path in written)
     before = {path: path.stat().st_mtime_ns for path in written}
     assert viclip.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
-    status = check_dimensions(DIMENSIONS, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
-    assert all(status[dim].is_ready for dim in DIMENSIONS), [item.one_line() for item in status.values()]
-    empty_roots = WeightRoots(tmp_path / "c", tmp_path / "t", tmp_path / "h")
-    empty = check_dimensions(DIMENSIONS, cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
-                             hf_home=empty_roots.hf_home)
-    for dim in DIMENSIONS:
-        assert not empty[dim].is_ready
-        for req in required_files(dim, empty_roots):
-            assert str(req.path) in empty[dim].one_line()
+    assert_ready_and_named_when_missing(DIMENSIONS, roots, tmp_path)
 
 
 def test_vocab_is_clip_bpe_format_and_tokenizes_the_prompts(vbench_standins):

@@ -121,3 +121,19 @@ def assert_equal_per_video(parity: Parity, *, expect_rows: int = 4) -> None:
     for key, row in parity.ours.items():
         assert math.isfinite(row["raw_score"]) and math.isfinite(row["score"]), (key, row)
         assert row["raw_score"] == parity.direct[key], (key, row["raw_score"], parity.direct[key])
+
+
+def assert_ready_and_named_when_missing(dimensions: Sequence[str], roots: WeightRoots, empty: Path) -> None:
+    """`check_dimensions` says ready for each dimension on `roots`, and on empty roots under `empty` names every
+    file `required_files` lists (the `tokentrim vbench-check` line)."""
+    from tokentrim.scoring.weights import check_dimensions, required_files
+
+    status = check_dimensions(dimensions, cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home)
+    assert all(status[dim].is_ready for dim in dimensions), [item.one_line() for item in status.values()]
+    empty_roots = WeightRoots(empty / "c", empty / "t", empty / "h")
+    missing = check_dimensions(dimensions, cache_dir=empty_roots.cache_dir, torch_home=empty_roots.torch_home,
+                               hf_home=empty_roots.hf_home)
+    for dim in dimensions:
+        assert not missing[dim].is_ready
+        for req in required_files(dim, empty_roots):
+            assert str(req.path) in missing[dim].one_line(), (dim, req.path)
