@@ -11,7 +11,8 @@ import json
 
 
 from tokentrim.scoring.standins import tag2text
-from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
+from vbench_parity import (assert_equal_per_video, assert_ready_and_named_when_missing, assert_write_is_idempotent,
+                           score_and_direct)
 
 DIMENSION = "scene"
 PROMPTS = ("alley", "bathroom")  # VBench scene prompts (auxiliary_info scene: alley / bathroom)
@@ -20,10 +21,7 @@ PROMPTS = ("alley", "bathroom")  # VBench scene prompts (auxiliary_info scene: a
 
 def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins([DIMENSION])
-    written = tag2text.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
-    assert all(path.is_file() for path in written)
-    before = {path: path.stat().st_mtime_ns for path in written}
-    assert tag2text.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
+    assert_write_is_idempotent(tag2text, roots)  # again: every file is complete, so nothing is rewritten
     assert_ready_and_named_when_missing([DIMENSION], roots, tmp_path)
 
 

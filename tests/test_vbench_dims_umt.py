@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from tokentrim.scoring.standins import umt
-from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
+from vbench_parity import (assert_equal_per_video, assert_ready_and_named_when_missing, assert_write_is_idempotent,
+                           score_and_direct)
 
 DIMENSION = "human_action"
 PROMPTS = ("A person is riding a bike", "A person is playing guitar")  # VBench human_action prompts
@@ -22,10 +23,7 @@ PROMPTS = ("A person is riding a bike", "A person is playing guitar")  # VBench 
 
 def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins([DIMENSION])
-    written = umt.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
-    assert all(path.is_file() for path in written)
-    before = {path: path.stat().st_mtime_ns for path in written}
-    assert umt.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
+    assert_write_is_idempotent(umt, roots)  # again: every file is complete, so nothing is rewritten
     assert_ready_and_named_when_missing([DIMENSION], roots, tmp_path)
 
 

@@ -12,7 +12,8 @@ import gzip
 import pytest
 
 from tokentrim.scoring.standins import viclip
-from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
+from vbench_parity import (assert_equal_per_video, assert_ready_and_named_when_missing, assert_write_is_idempotent,
+                           score_and_direct)
 
 DIMENSIONS = viclip.DIMENSIONS
 PROMPTS = ("Close up of grapes on a rotating table. Van Gogh style",  # VBench temporal_style / overall prompts
@@ -22,10 +23,7 @@ PROMPTS = ("Close up of grapes on a rotating table. Van Gogh style",  # VBench t
 
 def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_standins, tmp_path):
     roots = vbench_standins(DIMENSIONS)
-    written = viclip.write(roots, seed=0)  # again: every file is complete, so nothing is rewritten
-    assert all(path.is_file() for path in written)
-    before = {path: path.stat().st_mtime_ns for path in written}
-    assert viclip.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
+    assert_write_is_idempotent(viclip, roots)  # again: every file is complete, so nothing is rewritten
     assert_ready_and_named_when_missing(DIMENSIONS, roots, tmp_path)
 
 

@@ -137,3 +137,11 @@ def assert_ready_and_named_when_missing(dimensions: Sequence[str], roots: Weight
         assert not missing[dim].is_ready
         for req in required_files(dim, empty_roots):
             assert str(req.path) in missing[dim].one_line(), (dim, req.path)
+
+
+def assert_write_is_idempotent(family, roots: WeightRoots) -> None:
+    """A family's `write` again on complete files returns the same paths and rewrites nothing (mtimes unchanged)."""
+    written = family.write(roots, seed=0)
+    assert written and all(path.is_file() for path in written)
+    before = {path: path.stat().st_mtime_ns for path in written}
+    assert family.write(roots, seed=0) == written and {path: path.stat().st_mtime_ns for path in written} == before
