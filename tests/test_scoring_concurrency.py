@@ -116,19 +116,37 @@ def test_num_shards_2_in_two_processes_keep_every_row(two_phases):
     _assert_complete(scores_csv, videos)
 
 
-def test_num_workers_2_write_one_scores_csv_with_no_shard_files(tmp_path):
+def test_num_workers_2_write_every_row_once_equal_to_one_worker(tmp_path):
+    """Two workers pull (dimension, chunk) tasks; the rows equal the in-process run bit for bit. One video is >= 5 s,
+    so the VBench-Long clip path (clips cut in threads, `clip_path` rows) runs too."""
     from tokentrim.scoring import score_videos
 
-    videos = _videos(tmp_path / "videos", 4)
-    scores_csv = tmp_path / "run" / "scores.csv"
-    summary = score_videos(tmp_path / "videos", scores_csv=scores_csv, dimensions=["temporal_flickering"],
-                           cache_dir=tmp_path / "weights", chunk_size=1, num_workers=2, devices=["cpu", "cpu:0"])
-    assert summary.num_rows == summary.num_computed == 4 and summary.scored == {"temporal_flickering": 4}
-    _assert_complete(scores_csv, videos)
-    # worker k scored sorted(videos)[k::2] on devices[k] (the `device` column says which worker wrote the row)
-    rows = sorted(read_scores(scores_csv), key=lambda row: row["video"])
-    assert [row["device"] for row in rows] == ["cpu", "cpu:0", "cpu", "cpu:0"]
-    assert sorted(p.name for p in scores_csv.parent.iterdir()) == ["score_cache", "scores.csv"]
+    videos = _videos(tmp_path / "videos", 1)
+    rng = np.random.default_rng(8)
+    long_path = tmp_path / "videos" / "a long one-0.mp4"
+    video_io.write_video(long_path, rng.integers(0, 256, (48, 24, 24, 3), dtype=np.uint8), fps=8)  # 6 s: 2-s clips
+    videos.append(str(long_path))
+    runs = {}
+    for workers in (2, 1):  # 2 first: it cuts the clips, 1 then reads the same clip files
+        scores_csv = tmp_path / f"run{workers}" / "scores.csv"
+        summary = score_videos(tmp_path / "videos", scores_csv=scores_csv, dimensions=["temporal_flickering"],
+                               cache_dir=tmp_path / "weights", clip_dir=tmp_path / "clips", chunk_size=1,
+                               num_workers=workers, devices=["cpu", "cpu:0"] if workers == 2 else None)
+        rows = read_scores(scores_csv)
+        assert len(rows) == summary.num_rows == summary.num_computed == summary.vbench_calls  # one unit per task
+        runs[workers] = {(row["video"], row["clip"], row["dimension"]): row for row in rows}
+        assert sorted(p.name for p in scores_csv.parent.iterdir()) == ["score_cache", "scores.csv"]
+    assert runs[2].keys() == runs[1].keys() and len(runs[1]) >= 4
+    for key, row in runs[1].items():
+        assert row["raw_score"] == runs[2][key]["raw_score"] and not math.isnan(row["raw_score"])  # bit for bit
+        assert {k: v for k, v in row.items() if k != "device"} == {k: v for k, v in runs[2][key].items() if k != "device"}
+        assert runs[2][key]["device"] in ("cpu", "cpu:0") and row["device"] == "cpu"
+        clip = key[1]
+        assert (row["clip_path"] != "") == (clip >= 0)
+        if clip >= 0:  # the clip file vbench read
+            assert Path(row["clip_path"]).is_file() and Path(row["clip_path"]).parent.parent.parent == tmp_path / "clips"
+    assert all(row["error"] == "" and math.isfinite(row["score"]) for row in runs[2].values())
+    assert not [p.name for p in (tmp_path / "run2").iterdir() if p.name.startswith(".")]  # no lock / temp file left
 
 
 def test_store_flush_merges_with_the_file_and_drops_only_stale_rows_of_claimed_pairs(tmp_path):

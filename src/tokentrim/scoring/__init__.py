@@ -11,7 +11,8 @@ Public API (the CLI's `tokentrim score` / `tokentrim vbench-check` call these):
 - `preflight(scorer_cfg, device)`: the scorer config checked before any work (one line: dimension, missing file, key).
 - `aggregate_scores(rows_or_csv) -> {dim: float}` (`aggregation`, the one rule the report uses too) and
   `compute_totals(raw) -> Totals` (Quality / Semantic / Total over the requested dimensions; `label` for tables).
-- Modules: `vbench_adapter` (score_videos), `planning`, `scores_store`, `vbench_env`, `worker_pool`, `slow_fast`,
+- Modules: `vbench_adapter` (score_videos), `planning`, `scores_store`, `vbench_env`, `scheduling` (tasks for
+  `num_workers > 1`), `worker_pool`, `slow_fast`,
   `aggregation`, `totals`, `weights`, `scorer_config`, `folder` (score a plain folder of mp4s), `long_video`.
 - Prompt suites: `load_vbench_suite`, `load_prompt_file`, `video_name`, `prompt_from_video_name`.
 

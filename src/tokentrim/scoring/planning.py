@@ -216,7 +216,7 @@ def base_row(job: VideoJob, dimension: str, *, clip: int, sha: str, device: str,
     return {
         "video": job.name, "clip": clip, "dimension": dimension, "score": math.nan, "error": "", "scorer": SCORER,
         "content_hash": sha, "raw_score": math.nan, "protocol": "", "frame_start": "", "frame_end": "",
-        "device": device, "vbench_version": version, "path": str(job.path),
+        "device": device, "vbench_version": version, "path": str(job.path), "clip_path": "",
     }
 
 
@@ -226,6 +226,7 @@ def unit_row(unit: Unit, raw: float, *, device: str, version: str) -> dict:
         "raw_score": raw, "score": score_from_raw(unit.dimension, raw) if not math.isnan(raw) else math.nan,
         "protocol": unit.protocol, "frame_start": unit.frame_start, "frame_end": unit.frame_end,
         "scene": unit.scene if unit.scene >= 0 else "",
+        "clip_path": unit.path if unit.clip >= 0 else "",  # the clip file vbench read; empty for a whole video
     }
 
 
@@ -260,7 +261,7 @@ def scenes_of(job: VideoJob, sha: str, cache_root: Path, *, threshold: float, mi
 
 def ensure_clips(units: Sequence[Unit], job: VideoJob, *, crf: int) -> None:
     """Write the clip files these units read (decoding the long video once), skipping clips already on disk."""
-    todo = [unit for unit in units if not Path(unit.path).is_file()]
+    todo = {unit.path: unit for unit in units if not Path(unit.path).is_file()}.values()  # dims share clip files
     if not todo:
         return
     frames, fps = video_io.read_video(job.path)  # [T, H, W, 3]

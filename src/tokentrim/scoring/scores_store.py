@@ -53,6 +53,8 @@ __all__ = [
 SCORES_COLUMNS: tuple[str, ...] = (
     "video", "clip", "dimension", "score", "error", "scorer", "content_hash",
     "raw_score", "protocol", "frame_start", "frame_end", "device", "vbench_version", "path",
+    # the clip file vbench scored (VBench-Long clip protocol); empty when `path` itself was scored (clip = -1).
+    "clip_path",
     # VBench-Long options (empty when off): scene index; slow-fast branches of a fused row.
     "scene", "inclip_score", "clip2clip_score", "mapped_clip2clip_score",
 )

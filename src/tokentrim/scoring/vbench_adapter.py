@@ -14,7 +14,9 @@ How a dimension is scored (the numbers equal a direct `VBench(...).evaluate` cal
    dimension code runs). Per-video rows (`video_results`) are kept verbatim in `raw_score`.
 4. Optional slow-fast fusion of the clip rows (`slow_fast`).
 Rows go to `scores.csv` through `scores_store.ScoresStore` (locked read-merge-write: concurrent processes lose
-nothing); `num_workers > 1` runs step 2-4 in `worker_pool` processes.
+nothing). `num_workers > 1` runs step 3 dimension-major: `scheduling.build_tasks` splits the pending units into
+(dimension, chunk) tasks, longest first, and `worker_pool` processes pull them (one model load per task); this process
+writes the rows and the cache as tasks finish. Steps 2 and 4 run in this process.
 
 `score` is on the scale of VBench's dimension aggregate: `raw_score / 100` for imaging_quality (MUSIQ), booleans
 (human_action, dynamic_degree) as 0.0/1.0, otherwise `raw_score`. Aggregation: `aggregation.aggregate_scores`.
@@ -34,6 +36,7 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,7 @@ from tokentrim.scoring.planning import (
     unit_row,
 )
 from tokentrim.scoring.prompts import load_vbench_suite, suite_dimensions
+from tokentrim.scoring.scheduling import build_tasks
 from tokentrim.scoring.scores_store import SCORES_COLUMNS, ScoreCache, ScoresStore, read_scores
 from tokentrim.scoring.slow_fast import fuse_slow_fast
 from tokentrim.scoring.vbench_env import import_vbench, restore_root_logging, vbench_session, vbench_version
@@ -66,7 +70,7 @@ from tokentrim.scoring.weights import (
     check_dimensions,
     raise_if_missing,
 )
-from tokentrim.scoring.worker_pool import score_with_workers
+from tokentrim.scoring.worker_pool import run_tasks, worker_device
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +103,9 @@ class DimensionFailedError(RuntimeError):
 class ScoreRunSummary:
     """What one `score_videos` call did. `errors` lists (video, clip, dimension, message) of every error row;
     `scored[dim]` counts the dimension's rows with a score (computed or cached) at the end of the call;
-    `left_out[dim]` counts the videos the prompt protocol leaves out of the dimension (no row, not an error)."""
+    `left_out[dim]` counts the videos the prompt protocol leaves out of the dimension (no row, not an error);
+    `vbench_calls` counts the `_run_vbench_dimension` calls that succeeded or failed as a whole (one model load each;
+    per-video retries after a failed chunk not counted)."""
 
     scores_csv: Path
     dimensions: tuple[str, ...]
@@ -110,6 +116,7 @@ class ScoreRunSummary:
     errors: list[tuple[str, int, str, str]] = field(default_factory=list)
     scored: dict[str, int] = field(default_factory=dict)
     left_out: dict[str, int] = field(default_factory=dict)
+    vbench_calls: int = 0
 
     def describe(self) -> str:
         head = (f"{self.num_rows} rows for {len(self.dimensions)} dimension(s) in {self.scores_csv}: "
@@ -124,6 +131,7 @@ class ScoreRunSummary:
         self.num_rows += other.num_rows
         self.num_computed += other.num_computed
         self.num_cached += other.num_cached
+        self.vbench_calls += other.vbench_calls
         self.errors += other.errors
         for dim, count in other.scored.items():
             self.scored[dim] = self.scored.get(dim, 0) + count
@@ -198,6 +206,18 @@ def _score_chunk(dimension: str, chunk: Sequence[Unit], **run_kwargs) -> list[tu
     return out
 
 
+def _score_task(task, *, roots: WeightRoots, aux_by_prompt: Mapping[str, dict],
+                kwargs: Mapping) -> tuple[str, list[tuple[float, str]]]:
+    """A `worker_pool` worker's job: `_score_chunk` of one `scheduling.Task` on the worker's device.
+
+    Returns (device, [(raw, error) per task unit, in order]); the parent writes the rows."""
+    device = worker_device()
+    with tempfile.TemporaryDirectory(prefix="tokentrim_vbench_") as work:
+        results = _score_chunk(task.dimension, list(task.units), roots=roots, device=device, work_dir=Path(work),
+                               aux_by_prompt=aux_by_prompt, kwargs=kwargs)
+    return device, [(raw, error) for _, raw, error in results]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # public entry point
 # --------------------------------------------------------------------------------------------------------------------
@@ -261,8 +281,9 @@ def score_videos(
         slow_fast_w_inclip / slow_fast_w_clip2clip: fusion weights (upstream `slow_fast_params.yaml`: 0.5 / 0.5).
         chunk_size: videos per vbench call (each call reloads the dimension's model; smaller = finer resume).
         num_shards / shard_index: score only `sorted(videos)[shard_index::num_shards]` (one process per shard).
-        num_workers: > 1 spawns that many local processes, shard k on `devices[k % len(devices)]`, all writing
-            `scores_csv` through the locked store.
+        num_workers: > 1 spawns that many local processes (worker k on `devices[k % len(devices)]`, the cores
+            shared evenly among them) pulling (dimension, chunk) tasks longest first (`scheduling`); this process
+            plans, writes every row and the cache, and runs slow-fast fusion on `device`.
         full_info_path: prompt suite JSON for `auxiliary_info` and the prompt protocol (default: the installed
             vbench's `VBench_full_info.json`).
         imaging_quality_preprocessing_mode: vbench kwarg ("longer" default, "shorter", "shorter_centercrop", "None").
@@ -312,13 +333,7 @@ def score_videos(
         slow_fast_dimensions=tuple(slow_fast_dimensions), slow_fast_mapping_dir=slow_fast_mapping_dir,
         dinov2_path=dinov2_path, slow_fast_w_inclip=slow_fast_w_inclip, slow_fast_w_clip2clip=slow_fast_w_clip2clip,
     )
-    if num_workers > 1:
-        summary = ScoreRunSummary(scores_csv=scores_path, dimensions=dims, prompt_protocol=prompt_protocol)
-        for part in score_with_workers(_score_jobs, jobs, num_workers=num_workers,
-                                       devices=list(devices or [device]), **options):
-            summary.merge(part)
-    else:
-        summary = _score_jobs(jobs, device=device, **options)
+    summary = _score_jobs(jobs, device=device, num_workers=num_workers, devices=list(devices or [device]), **options)
     logger.info("%s", summary.describe())
     summary.raise_if_a_dimension_failed()
     return summary
@@ -385,8 +400,8 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
                 clip_crf: int, chunk_size: int, full_info_path, prompt_protocol: str,
                 imaging_quality_preprocessing_mode: str, scene_split: bool, scene_threshold: float, scene_min_frames: int, slow_fast: bool,
                 slow_fast_dimensions: Sequence[str], slow_fast_mapping_dir, dinov2_path, slow_fast_w_inclip: float,
-                slow_fast_w_clip2clip: float) -> ScoreRunSummary:
-    """Steps 2-4 of the module docstring for `jobs` in this process (also the `worker_pool` entry)."""
+                slow_fast_w_clip2clip: float, num_workers: int = 1, devices: Sequence[str] = ()) -> ScoreRunSummary:
+    """Steps 2-4 of the module docstring for `jobs`; step 3 in `num_workers` processes on `devices` when > 1."""
     cache_root = Path(score_cache_dir) if score_cache_dir is not None else scores_path.parent / "score_cache"
     clip_root = Path(clip_dir) if clip_dir is not None else cache_root / "clips"
     cache = ScoreCache(cache_root)
@@ -417,7 +432,7 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
     for row in plan.error_rows:
         record(row)
     pending: dict[str, list[Unit]] = defaultdict(list)
-    to_cut: dict[str, list[Unit]] = defaultdict(list)  # video -> clip units not in the cache
+    to_cut: dict[str, list[Unit]] = defaultdict(list)  # content hash -> clip units not in the cache
     for unit in plan.units:
         cached = cache.get(unit.key)
         if cached is not None:
@@ -426,34 +441,54 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
         else:
             pending[unit.dimension].append(unit)
             if unit.clip >= 0:
-                to_cut[unit.job.name].append(unit)
-    for units in to_cut.values():
+                to_cut[unit.content_hash].append(unit)  # one thread per content: clip paths are per content hash
+
+    def cut(units: list[Unit]) -> Exception | None:
         try:
             ensure_clips(units, units[0].job, crf=clip_crf)
         except (OSError, ValueError) as err:
+            return err
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(to_cut), os.cpu_count() or 1))) as threads:
+        cut_errors = list(threads.map(cut, to_cut.values()))  # decode / encode release the GIL
+    for units, err in zip(to_cut.values(), cut_errors):
+        if err is not None:
             for unit in units:
                 pending[unit.dimension].remove(unit)
                 record(unit_row(unit, math.nan, device=device, version=version)
                        | {"error": f"clip cut failed: {one_line(err)}"})
     scores.flush()
 
-    # 3. Score pending units, one dimension at a time (each vbench call loads the model once), in chunks.
-    with tempfile.TemporaryDirectory(prefix="tokentrim_vbench_") as work:
-        for dim in dims:
-            units = pending.get(dim, [])
-            for start in range(0, len(units), chunk_size):
-                chunk = units[start:start + chunk_size]
-                for unit, raw, error in _score_chunk(dim, chunk, roots=roots, device=device, work_dir=Path(work),
-                                                     aux_by_prompt=aux_by_prompt, kwargs=kwargs):
-                    row = unit_row(unit, raw, device=device, version=version)
-                    if error:
-                        row["error"] = error
-                    else:
-                        cache.put(unit.key, {"raw_score": raw, "dimension": dim, "video": unit.job.name,
-                                             "clip": unit.clip, "content_hash": unit.content_hash})
-                        summary.num_computed += 1
-                    record(row)
-                scores.flush()
+    # 3. Score pending units (each vbench call loads the dimension's model once), in chunks.
+    def record_results(dim: str, units: Sequence[Unit], results: Sequence[tuple[float, str]], used: str) -> None:
+        for unit, (raw, error) in zip(units, results, strict=True):
+            row = unit_row(unit, raw, device=used, version=version)
+            if error:
+                row["error"] = error
+            else:
+                cache.put(unit.key, {"raw_score": raw, "dimension": dim, "video": unit.job.name,
+                                     "clip": unit.clip, "content_hash": unit.content_hash})
+                summary.num_computed += 1
+            record(row)
+        summary.vbench_calls += 1
+        scores.flush()
+
+    if num_workers > 1:  # dimension-major tasks, longest first, pulled by the workers
+        tasks = build_tasks({dim: pending[dim] for dim in dims if pending.get(dim)}, num_workers=num_workers,
+                            chunk_size=chunk_size)
+        for task, (used, results) in run_tasks(_score_task, tasks, num_workers=num_workers, devices=devices,
+                                               roots=roots, aux_by_prompt=aux_by_prompt, kwargs=kwargs):
+            record_results(task.dimension, task.units, results, used)
+    else:  # in this process, one dimension at a time
+        with tempfile.TemporaryDirectory(prefix="tokentrim_vbench_") as work:
+            for dim in dims:
+                units = pending.get(dim, [])
+                for start in range(0, len(units), chunk_size):
+                    chunk = units[start:start + chunk_size]
+                    results = _score_chunk(dim, chunk, roots=roots, device=device, work_dir=Path(work),
+                                           aux_by_prompt=aux_by_prompt, kwargs=kwargs)
+                    record_results(dim, chunk, [(raw, error) for _, raw, error in results], device)
 
     # 4. Slow-fast fusion of the clip rows (VBench-Long --dev_flag), after every in-clip score exists.
     fused_dims = [dim for dim in dims if slow_fast and dim in slow_fast_dimensions]
