@@ -36,8 +36,8 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,8 @@ logger = logging.getLogger(__name__)
 # We call them under `torch.no_grad()`; values are unchanged (no op on that path picks its kernel by grad mode;
 # tests/test_vbench_dims_tag2text.py compares Tag2Text's outputs both ways).
 NO_GRAD_DIMENSIONS: tuple[str, ...] = ("scene",)
+# Threads cutting VBench-Long clips, one video each (a 30-s 480x832 video decodes to ~0.6 GB of frames).
+CUT_THREADS = 8
 
 __all__ = [
     "SCORES_COLUMNS",
@@ -450,8 +452,9 @@ def _score_jobs(jobs: list[VideoJob], *, scores_path: Path, roots: WeightRoots, 
             return err
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(to_cut), os.cpu_count() or 1))) as threads:
-        cut_errors = list(threads.map(cut, to_cut.values()))  # decode / encode release the GIL
+    # decode / encode release the GIL; each thread holds one whole decoded video, hence the cap
+    with ThreadPoolExecutor(max_workers=max(1, min(len(to_cut), os.cpu_count() or 1, CUT_THREADS))) as threads:
+        cut_errors = list(threads.map(cut, to_cut.values()))
     for units, err in zip(to_cut.values(), cut_errors):
         if err is not None:
             for unit in units:
