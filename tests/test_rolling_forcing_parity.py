@@ -102,3 +102,56 @@ def test_rollout_with_eviction_matches_the_official_latents():
     assert next(draws, None) is None  # every official draw consumed, no extra draw
     assert pipe.num_model_calls == len(meta["generator_calls"])
     assert relative_error(latents, tensors["output"]) <= TOLERANCE
+
+
+def _rollout(model: CausalWanModel, meta: dict, tensors: dict) -> tuple[torch.Tensor, RollingForcingPipeline]:
+    """The official rollout scenario through our pipeline with the official re-noising draws replayed."""
+    config = RollingForcingConfig(
+        denoising_steps=tuple(meta["denoising_step_list"]),
+        warp_denoising_step=meta["warp_denoising_step"],
+        shift=meta["timestep_shift"],
+        block_frames=meta["frames_per_block"],
+        cache_frames=meta["kv_cache_tokens"] // meta["tokens_per_frame"],
+        max_attention_frames=meta["max_attention_tokens"] // meta["tokens_per_frame"],
+        context_noise=float(meta["context_noise"]),
+    )
+    pipe = RollingForcingPipeline(model, config)
+    draws = iter(tensors[call["key"]] for call in meta["renoise_calls"])
+    latents = pipe(tensors["noise"], model.encode_context(tensors["prompt_embeds"]), noise_source=lambda _shape: next(draws))
+    return latents, pipe
+
+
+LEVERS = {  # name -> (WanSpeedConfig kwargs, exact on CPU: same bits as the eager rollout)
+    "token_major+gelu_epilogue": (dict(token_major=True, gelu_epilogue=True), True),
+    "compiled_regions": (dict(compile_blocks=True, compile_backend="aot_eager", compile_fullgraph=True), True),
+    "token_major+kv_splits2": (dict(token_major=True, attention_kv_splits=2), False),
+}
+
+
+@pytest.mark.parametrize("lever", list(LEVERS))
+def test_speed_levers_keep_the_official_rollout(lever):
+    """Each speed lever on Rolling Forcing's rolling windows (1..5 blocks, staggered levels, refresh calls, eviction):
+    still the official latents; the layout / epilogue / compiled regions give our eager bits exactly; split-KV ran
+    split (CPU flash kernel, merged by log-sum-exp: rounding-level). Compiled regions: one graph per window size."""
+    from torch._dynamo.utils import counters
+
+    from tokentrim.models.wan_causal import WanSpeedConfig
+
+    kwargs, exact = LEVERS[lever]
+    meta, tensors, model = load_scenario("rollout")
+    eager, _ = _rollout(model, meta, tensors)
+    torch._dynamo.reset()
+    graphs_before = counters["stats"]["unique_graphs"]
+    model.set_speed(WanSpeedConfig(**kwargs))
+    latents, pipe = _rollout(model, meta, tensors)
+    assert relative_error(latents, tensors["output"]) <= TOLERANCE
+    if exact:
+        assert torch.equal(latents, eager)
+    else:
+        assert relative_error(latents, eager) <= 1e-5
+    attention = [block.self_attn for block in model.blocks]
+    if model.speed.attention_kv_splits > 1:
+        assert sum(a.split_kv_calls for a in attention) > 0 and all(a.kv_splits == 2 for a in attention)
+    if model.speed.compile_blocks:
+        window_sizes = pipe.config.window_blocks  # windows of 1..5 blocks; a refresh is one block
+        assert counters["stats"]["unique_graphs"] - graphs_before == 2 * window_sizes  # 2 regions, shared by layers
