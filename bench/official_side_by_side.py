@@ -45,7 +45,8 @@ side keeps between videos (the official's caches; our CUDA graphs' pool and stat
     python bench/official_side_by_side.py --official-sf .official/sf --out $OUT --repeats 5
     python bench/official_side_by_side.py --official-sf /work/official/sf --tiny --device cpu --out /tmp/sbs
     python bench/official_side_by_side.py --official-rf .official/RollingForcing --what rf,rf_profile,rf_long \
-        --rf-variants eager,compile+cudnn --out $OUT --repeats 3 --long-repeats 2 --tag rf
+        --repeats 3 --long-repeats 2 --out $OUT --tag a     # H200: about 6 min (compiling 5 window shapes: ~2-3)
+    python bench/official_side_by_side.py --official-rf /tmp/rf --tiny --device cpu --what rf,rf_long --out /tmp/sbs
 """
 
 from __future__ import annotations
