@@ -1,4 +1,5 @@
-"""Our Self Forcing generator vs the official one, side by side: same GPU, same config, same random weights.
+"""Our Self Forcing and Rolling Forcing generators vs the official ones, side by side: same GPU, same config, same
+random weights.
 
 The official code (guandeh17/Self-Forcing) is imported from a local checkout (`--official-sf PATH`, never vendored):
 its `CausalWanModel` is built at the Wan2.1-T2V-1.3B config and given OUR model's state dict (the key names are the
@@ -26,7 +27,16 @@ every stage so a cut-off run still leaves them):
            kernel time by kind (attention, GEMM, inductor-fused, copies, eager elementwise/reduction) against the
            video's wall time, and the top kernels; wall minus kernel time is where the GPU idles (launch-bound Python);
            the idle gaps between kernels on the device timeline, with the kernels around the longest;
-Order: forward, dit, profile, vae, end-to-end, long (the longest stage last, so a time limit cuts it first).
+  rf       Rolling Forcing, 81 frames (21 latent): the official TencentARC/RollingForcing
+           `inference_rolling_forcing` (`--official-rf PATH`, bench/official_rf.py) vs our `RollingForcingPipeline`
+           (no TokenTrim) with each speed variant (`--rf-variants`, same syntax as `--ours-variants`), 1 warm-up each
+           (its output is the equality check), then `--repeats` rounds interleaved; ours draws its re-noising noise
+           in the official order and shapes (`official_rf.official_renoise_source`), so seeded videos match;
+  rf_profile (after rf) the profile stage's breakdown for the official RF loop and our fastest RF variant;
+  rf_long  (after rf) 30 s (120 latent frames), official vs our fastest RF variant, `--long-repeats` rounds
+           interleaved (no warm-up: the rf stage compiled every window shape; round 0 is the equality check);
+Order: forward, dit, profile, vae, end-to-end, rf, rf_profile, rf_long, long (the longest stages last, so a time
+limit cuts them first). Results: side_by_side[_rf]_<gpu>_<yyyymm>[_<tag>].{json,md} (`_rf` when only RF stages run).
 Timing: torch.cuda.synchronize() around each video; first-block latency = start -> end of the first block's last
 denoising call (one extra sync per video, in every variant); peak memory = max_memory_allocated during the video
 minus what was allocated before it, plus the variant's own weights (both models stay resident), plus what either
@@ -34,6 +44,9 @@ side keeps between videos (the official's caches; our CUDA graphs' pool and stat
 
     python bench/official_side_by_side.py --official-sf .official/sf --out $OUT --repeats 5
     python bench/official_side_by_side.py --official-sf /work/official/sf --tiny --device cpu --out /tmp/sbs
+    python bench/official_side_by_side.py --official-rf .official/RollingForcing --what rf,rf_profile,rf_long \
+        --repeats 3 --long-repeats 2 --out $OUT --tag a     # H200: about 6 min (compiling 5 window shapes: ~2-3)
+    python bench/official_side_by_side.py --official-rf /tmp/rf --tiny --device cpu --what rf,rf_long --out /tmp/sbs
 """
 
 from __future__ import annotations
@@ -56,11 +69,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exec_path  # noqa: E402  (bench-only helpers)
+import official_rf  # noqa: E402  (the official Rolling Forcing loop)
 from bench_config import with_config_defaults  # noqa: E402
 
 from tokentrim.env_info import collect_env  # noqa: E402
 from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict  # noqa: E402
 from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig  # noqa: E402
+from tokentrim.pipelines.rolling_forcing import RollingForcingPipeline  # noqa: E402
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
 from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 
@@ -68,6 +83,8 @@ STEP_LIST = [1000, 750, 500, 250]  # official configs/self_forcing_dmd.yaml
 BLOCK_FRAMES = 3
 TIMESTEP_SHIFT = 5.0
 WEIGHT_SEED = 20251127
+SF_STAGES = ("forward", "dit", "long", "vae", "profile")
+RF_STAGES = ("rf", "rf_profile", "rf_long")
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,8 @@ class Geometry:
     sink_frames: int
     vae: dict = field(default_factory=dict)  # WanVAE kwargs (ours); the official gets the same as dim=base_dim
     vae_latent_frames: int = 21
+    rf_short_frames: int = 21  # Rolling Forcing: 81 frames; needs >= one full window (5 blocks = 15 frames)
+    rf_long_frames: int = 120  # 30 s; the tiny one still fills the 24-frame cache (eviction)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -93,7 +112,7 @@ FULL = Geometry(model={}, latent_height=60, latent_width=104, short_frames=21, l
                 sink_frames=3, vae={"base_dim": 96})
 TINY = Geometry(model=dict(text_len=8, dim=64, ffn_dim=128, text_dim=32, num_heads=2, num_layers=2),
                 latent_height=8, latent_width=8, short_frames=6, long_frames=12, window_frames=6, sink_frames=3,
-                vae={"base_dim": 8}, vae_latent_frames=4)
+                vae={"base_dim": 8}, vae_latent_frames=4, rf_short_frames=15, rf_long_frames=30)
 
 
 def parse_variant(spec: str) -> WanSpeedConfig:
@@ -388,8 +407,11 @@ class Bench:
         self.record: dict = {"protocol": __doc__.split("Stages")[0].strip(), "args": vars(args) | {"out": str(args.out)},
                              "notes": [], "stages": {}}
         self.official = None
+        self.official_rf = None
         self.variants = {name: parse_variant(name) for name in args.ours_variants.split(",")}
         self.best_variant = next(iter(self.variants))
+        self.rf_variants = {name: parse_variant(name) for name in args.rf_variants.split(",")}
+        self.best_rf_variant = next(iter(self.rf_variants))
         self.paths: dict[str, dict] = {}  # ours variant -> the execution path its videos ran (bench/exec_path.py)
         self.record["execution_path"] = self.paths
 
@@ -411,7 +433,9 @@ class Bench:
     def write(self) -> None:
         env = self.record.get("env") or {}
         gpu = (env.get("gpu_name") or "cpu").replace(" ", "_")
-        stem = self.args.out / f"side_by_side_{gpu}_{time.strftime('%Y%m')}"
+        rf_only = all(w in RF_STAGES for w in self.args.what.split(",") if w)
+        tag = f"_{self.args.tag}" if self.args.tag else ""
+        stem = self.args.out / f"side_by_side{'_rf' if rf_only else ''}_{gpu}_{time.strftime('%Y%m')}{tag}"
         write_text_atomic(stem.with_suffix(".json"), json.dumps(self.record, indent=1, default=str))
         write_text_atomic(stem.with_suffix(".md"), render_markdown(self.record))
 
@@ -427,6 +451,9 @@ class Bench:
         self.noise_short = torch.randn(shape, device=device, dtype=dtype, generator=gen)
         self.noise_long = torch.randn((1, geo.long_frames, *shape[2:]), device=device, dtype=dtype, generator=gen)
         self.steps = len(STEP_LIST)
+        rf_shape = (1, geo.rf_short_frames, *shape[2:])
+        self.noise_rf = torch.randn(rf_shape, device=device, dtype=dtype, generator=gen)
+        self.noise_rf_long = torch.randn((1, geo.rf_long_frames, *shape[2:]), device=device, dtype=dtype, generator=gen)
         out = {"ours_weights_gib": weights_gib(self.ours), "dtype": str(dtype), "geometry": "tiny" if self.args.tiny else "full",
                "num_params": sum(p.numel() for p in self.ours.parameters())}
         if self.args.official_sf is not None:
@@ -437,7 +464,16 @@ class Bench:
             self.record["notes"].append("official flash-attn calls routed to torch SDPA in the inputs' dtype "
                                         "(flash-attn is not installable on the GPU machine)")
         else:
-            self.record["notes"].append("no --official-sf: our side only")
+            self.record["notes"].append("no --official-sf: our Self Forcing side only")
+        if self.args.official_rf is not None:  # after Self Forcing's: it replaces the shared package names
+            self.mods_rf = official_rf.import_official_rf(Path(self.args.official_rf), official_sdpa)
+            self.official_rf, self.official_rf_wrapper = official_rf.build_official_rf(
+                self.mods_rf, self.ours, tokens_per_frame=geo.tokens_per_frame, full_geometry=not self.args.tiny,
+                prompt_embeds=self.prompt_embeds, device=device, dtype=dtype)
+            out["official_rf_weights_gib"] = weights_gib(self.official_rf_wrapper)
+            out["official_rf_repo"] = str(self.mods_rf.repo)
+        else:
+            self.record["notes"].append("no --official-rf: our Rolling Forcing side only")
         return out
 
     def ours_pipe(self, window: int, sink: int) -> SelfForcingPipeline:
@@ -553,14 +589,18 @@ class Bench:
 
     def stage_profile(self) -> dict:
         """One 81-frame video per variant (official, our fastest) under torch.profiler, after the dit stage's warm-up."""
+        pipe = self.ours_pipe(window=21, sink=0)
+        runners = self.runners(self.noise_short, pipe, ["official", f"ours_{self.best_variant}"])
+        return {"latent_frames": self.geo.short_frames, **self.profile_runs(runners)}
+
+    def profile_runs(self, runners: dict) -> dict:
+        """One video per runner under torch.profiler: kernel time by kind, top kernels, device idle gaps."""
         from torch.profiler import ProfilerActivity, profile
 
         cuda = self.device.type == "cuda"
         activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
-        pipe = self.ours_pipe(window=21, sink=0)
-        names = ["official", f"ours_{self.best_variant}"]
         out = {}
-        for name, (_timer, run) in self.runners(self.noise_short, pipe, names).items():
+        for name, (_timer, run) in runners.items():
             sync(self.device)
             with profile(activities=[activity]) as prof:
                 start = time.perf_counter()
@@ -583,8 +623,7 @@ class Bench:
                          "top": [{"kernel": k[:120], "s": sec, "calls": n} for k, sec, n in top],
                          "kernels": [{"kernel": k, "s": sec, "calls": n} for k, sec, n in kernels]}
             log(f"  profile {name}: wall {wall:.3f} s, kernels {busy:.3f} s, {out[name]['by_kind_s']}")
-        return {"latent_frames": self.geo.short_frames, "activity": "cuda kernels" if cuda else "cpu ops",
-                "variants": out}
+        return {"activity": "cuda kernels" if cuda else "cpu ops", "variants": out}
 
     def stage_long(self) -> dict:
         geo = self.geo
@@ -600,6 +639,68 @@ class Bench:
         return {"latent_frames": geo.long_frames, "window_frames": geo.window_frames, "sink_frames": geo.sink_frames,
                 "official_expression": "CausalWanModel local_attn_size=window, sink_size=sink (its rolling KV cache)",
                 "variants": self.table(runs, 1 + 4 * (geo.long_frames - 1)), "equality": self.equality(outputs)}
+
+    # -- Rolling Forcing
+    def rf_runners(self, noise, names) -> dict:
+        """name -> (timer, run(seed) -> latents) for the official RF loop and our RF variants. The timer's first
+        block = the denoising call that finishes block 0 (window K-1: 2 calls per window, denoise + refresh)."""
+        config = official_rf.ours_config()
+        first_block_calls = 2 * (config.window_blocks - 1) + 1
+        out = {}
+        if self.official_rf is not None and "official" in names:
+            timer = Timer(self.device, self.official_rf_wrapper, first_block_calls, weights_gib(self.official_rf_wrapper),
+                          resident_gib=lambda: official_rf.official_cache_gib(self.official_rf))
+            out["official"] = (timer, lambda seed: official_rf.run_official_rf(self.official_rf, noise, seed))
+        pipe = RollingForcingPipeline(self.ours, config)
+        for name, speed in self.rf_variants.items():
+            if f"ours_{name}" not in names:
+                continue
+
+            def run(seed, speed=speed, name=name):
+                self.ours.set_speed(speed)
+                before = exec_path.counts(self.ours)
+                context_kv = self.ours.encode_context(self.prompt_embeds)  # per video, as the official's cache
+                torch.manual_seed(seed)  # the official loop's draws: same generator, order and shapes
+                latents = pipe(noise, context_kv, noise_source=official_rf.official_renoise_source(config, noise))
+                self.paths[f"rf_ours_{name}"] = exec_path.accumulate(self.paths.get(f"rf_ours_{name}"),
+                                                                     exec_path.observe(self.ours, before))
+                return latents
+
+            out[f"ours_{name}"] = (Timer(self.device, self.ours, first_block_calls, weights_gib(self.ours)), run)
+        return out
+
+    def rf_equality(self, outputs: dict) -> dict:
+        ref, first = outputs.get("official"), f"ours_{next(iter(self.rf_variants))}"
+        out = {}
+        for name, latents in outputs.items():
+            if name != "official" and ref is not None:
+                out[f"{name}_vs_official"] = compare(latents, ref)
+            if name.startswith("ours_") and name != first and first in outputs:
+                out[f"{name}_vs_{first}"] = compare(latents, outputs[first])
+        return out
+
+    def stage_rf(self) -> dict:
+        names = ["official"] + [f"ours_{n}" for n in self.rf_variants]
+        runs, outputs = self.interleaved(self.rf_runners(self.noise_rf, names), self.args.repeats, warmup=True)
+        rows = self.table(runs, 1 + 4 * (self.geo.rf_short_frames - 1))
+        ours_rows = {k: v for k, v in rows.items() if k.startswith("ours_")}
+        if ours_rows:
+            self.best_rf_variant = min(ours_rows, key=lambda k: ours_rows[k]["total_s"]["median"])[len("ours_"):]
+        return {"latent_frames": self.geo.rf_short_frames, "variants": rows, "equality": self.rf_equality(outputs),
+                "fastest_ours": f"ours_{self.best_rf_variant}",
+                "speed_configs": {f"ours_{n}": vars(s) for n, s in self.rf_variants.items()}}
+
+    def stage_rf_long(self) -> dict:
+        names = ["official", f"ours_{self.best_rf_variant}"]
+        runs, outputs = self.interleaved(self.rf_runners(self.noise_rf_long, names), self.args.long_repeats,
+                                         warmup=False)
+        return {"latent_frames": self.geo.rf_long_frames, "variants": self.table(runs, 1 + 4 * (self.geo.rf_long_frames - 1)),
+                "equality": self.rf_equality(outputs)}
+
+    def stage_rf_profile(self) -> dict:
+        """One 81-frame RF video each of the official loop and our fastest RF variant under torch.profiler."""
+        runners = self.rf_runners(self.noise_rf, ["official", f"ours_{self.best_rf_variant}"])
+        return {"latent_frames": self.geo.rf_short_frames, **self.profile_runs(runners)}
 
     def stage_vae(self) -> dict:
         geo, device, dtype = self.geo, self.device, self.dtype
@@ -769,15 +870,44 @@ def _spread(stats: dict) -> list[str]:
     return [f"{stats['median']:.3f}", f"{stats['min']:.3f}", f"{stats['max']:.3f}"]
 
 
+def _profile_lines(stage: str, st: dict | None) -> list[str]:
+    """Markdown of a profile stage (`profile`, `rf_profile`)."""
+    lines: list[str] = []
+    if not st:
+        return lines
+    if "error" in st:
+        return [f"## {stage}: FAILED", "", f"`{st['error']}`", ""]
+    variants = st["variants"]
+    kinds = sorted({k for v in variants.values() for k in v["by_kind_s"]})
+    rows = [[name, f"{v['wall_s']:.3f}", f"{v['kernel_s']:.3f}", _fmt(v["idle_s"]),
+             *[_fmt(v["by_kind_s"].get(k)) for k in kinds]] for name, v in variants.items()]
+    lines += [f"## {stage}: one {st['latent_frames']}-latent-frame video each ({st['activity']}, seconds)", "",
+              *md_table(["variant", "wall", "kernels", "idle", *kinds], rows)]
+    for name, v in variants.items():
+        lines += ["", f"Top kernels, {name}:", ""] + [f"- {t['s']:.3f} s, {t['calls']} calls: `{t['kernel']}`"
+                                                     for t in v["top"]]
+        gaps = v.get("gaps")
+        if gaps:
+            over = [k for k in gaps if k.startswith("gaps_over_")][0]
+            lines += ["", f"Device idle between kernels, {name}: {gaps['idle_between_kernels_s']:.3f} s over "
+                      f"{gaps['kernels']} kernels ({gaps['first_to_last_s']:.3f} s first to last); "
+                      f"{gaps[over]} gaps over {over[len('gaps_over_'):]} hold "
+                      f"{gaps['idle_in_' + over + '_s']:.3f} s. Longest:", ""]
+            lines += [f"- {g['us']:.0f} us after `{g['after']}`, before `{g['before']}`" for g in gaps["longest"]]
+    lines.append("")
+    return lines
+
+
 def render_markdown(record: dict) -> str:
     env = record.get("env") or {}
-    lines = [f"# Self Forcing side by side with the official code: {env.get('device_name', '?')}, {env.get('date_utc', '?')}", "",
+    lines = [f"# Side by side with the official code: {env.get('device_name', '?')}, {env.get('date_utc', '?')}", "",
              f"torch {env.get('torch')}, CUDA {env.get('cuda')}, driver {env.get('gpu_driver')}, git {env.get('git_sha')}"
              f"{' (dirty)' if env.get('git_dirty') else ''}.", ""]
     lines += [f"- {note}" for note in record.get("notes", [])]
     lines += ["", record.get("protocol", ""), ""]
     stages = record.get("stages", {})
-    for name in ("dit", "long"):
+    titles = {"dit": "Self Forcing", "long": "Self Forcing, long", "rf": "Rolling Forcing", "rf_long": "Rolling Forcing, long"}
+    for name in ("dit", "long", "rf", "rf_long"):
         st = stages.get(name)
         if not st:
             continue
@@ -787,7 +917,7 @@ def render_markdown(record: dict) -> str:
         rows = [[v, *_spread(row["total_s"]), f"{row['fps_dit_only']:.2f}", _fmt(row.get("speedup_vs_official"), ".2f"),
                  _fmt(row["first_block_s"]["median"] if row.get("first_block_s") else None),
                  _fmt(row["peak_mem_gib"], ".2f")] for v, row in st["variants"].items()]
-        lines += [f"## {name}: {st['latent_frames']} latent frames", "",
+        lines += [f"## {name} ({titles[name]}): {st['latent_frames']} latent frames", "",
                   *md_table(["variant", "median s", "min s", "max s", "FPS (DiT only)", "x official", "first block s",
                              "peak GiB"], rows)]
         lines += ["", *[f"- {k}: max abs {e['max_abs']:.3g}, rel max {e['rel_max']:.3g}, rel mean {e['rel_mean']:.3g}, "
@@ -808,28 +938,8 @@ def render_markdown(record: dict) -> str:
                  _fmt(row.get("speedup_vs_official"), ".2f")] for label, row in st["rows"].items()]
         lines += [f"## end to end ({st['pixel_frames']} frames): FPS = frames / (DiT median + decode median)", "",
                   *md_table(["row", "DiT", "decode", "s", "FPS", "x official"], rows), ""]
-    st = stages.get("profile")
-    if st and "error" not in st:
-        variants = st["variants"]
-        kinds = sorted({k for v in variants.values() for k in v["by_kind_s"]})
-        rows = [[name, f"{v['wall_s']:.3f}", f"{v['kernel_s']:.3f}", _fmt(v["idle_s"]),
-                 *[_fmt(v["by_kind_s"].get(k)) for k in kinds]] for name, v in variants.items()]
-        lines += [f"## profile: one {st['latent_frames']}-latent-frame video each ({st['activity']}, seconds)", "",
-                  *md_table(["variant", "wall", "kernels", "idle", *kinds], rows)]
-        for name, v in variants.items():
-            lines += ["", f"Top kernels, {name}:", ""] + [f"- {t['s']:.3f} s, {t['calls']} calls: `{t['kernel']}`"
-                                                         for t in v["top"]]
-            gaps = v.get("gaps")
-            if gaps:
-                over = [k for k in gaps if k.startswith("gaps_over_")][0]
-                lines += ["", f"Device idle between kernels, {name}: {gaps['idle_between_kernels_s']:.3f} s over "
-                          f"{gaps['kernels']} kernels ({gaps['first_to_last_s']:.3f} s first to last); "
-                          f"{gaps[over]} gaps over {over[len('gaps_over_'):]} hold "
-                          f"{gaps['idle_in_' + over + '_s']:.3f} s. Longest:", ""]
-                lines += [f"- {g['us']:.0f} us after `{g['after']}`, before `{g['before']}`" for g in gaps["longest"]]
-        lines.append("")
-    elif st:
-        lines += ["## profile: FAILED", "", f"`{st['error']}`", ""]
+    for stage in ("profile", "rf_profile"):
+        lines += _profile_lines(stage, stages.get(stage))
     st = stages.get("forward")
     if st and "error" not in st:
         lines += ["## one DiT call (block 0, t=1000), ours vs official", "",
@@ -846,11 +956,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags; their defaults are conf/bench/official_side_by_side.yaml."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-sf", type=Path, help="local guandeh17/Self-Forcing checkout")
+    parser.add_argument("--official-rf", type=Path, help="local TencentARC/RollingForcing checkout")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--tag", help="suffix of the result files' stem (side_by_side[_rf]_<gpu>_<yyyymm>_<tag>)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--long-repeats", type=int)
-    parser.add_argument("--what", help="stages, comma-separated: forward,dit,long,vae,profile (profile needs dit)")
+    parser.add_argument("--what", help="stages, comma-separated: forward,dit,long,vae,profile,rf,rf_profile,rf_long "
+                                       "(profile needs dit; rf_profile and rf_long need rf)")
     parser.add_argument("--ours-variants", help="our speed variants, the first is the reference (see parse_variant)")
+    parser.add_argument("--rf-variants", help="our Rolling Forcing speed variants (same syntax), the first is the reference")
     for lever in ("channels-last", "fused-norm", "implicit-padding", "native-upsample", "subpixel-upsample"):
         parser.add_argument(f"--vae-{lever}", action=argparse.BooleanOptionalAction)
     parser.add_argument("--vae-cudnn-benchmark-all", action=argparse.BooleanOptionalAction,
@@ -865,14 +979,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     what = [w for w in args.what.split(",") if w]
-    unknown = set(what) - {"forward", "dit", "long", "vae", "profile"}
+    unknown = set(what) - set(SF_STAGES) - set(RF_STAGES)
     if unknown:
-        raise ValueError(f"--what: unknown stages {sorted(unknown)}; allowed: forward, dit, long, vae, profile")
+        raise ValueError(f"--what: unknown stages {sorted(unknown)}; allowed: {', '.join(SF_STAGES + RF_STAGES)}")
     if "profile" in what and "dit" not in what:
         raise ValueError("--what: profile needs the dit stage (its warm-up compiles and picks the fastest variant)")
+    if ("rf_profile" in what or "rf_long" in what) and "rf" not in what:
+        raise ValueError("--what: rf_profile and rf_long need the rf stage (its warm-up compiles every window shape "
+                         "and picks the fastest variant)")
     if args.repeats < 1 or args.long_repeats < 1:
         raise ValueError(f"--repeats and --long-repeats must be >= 1, got {args.repeats}, {args.long_repeats}")
-    if any("compile" in v for v in args.ours_variants.split(",")):
+    if any("compile" in v for v in (args.ours_variants + "," + args.rf_variants).split(",")):
         import torch._dynamo
 
         # one compiled graph per region is reused by all Y blocks; leave room for the grad-mode / shape variants
@@ -892,6 +1009,12 @@ def main(argv: list[str] | None = None) -> dict:
         bench.stage("vae", bench.stage_vae)
     if "dit" in what and "vae" in what:
         bench.stage("end_to_end", bench.end_to_end)
+    if "rf" in what:
+        bench.stage("rf", bench.stage_rf)
+    if "rf_profile" in what:
+        bench.stage("rf_profile", bench.stage_rf_profile)
+    if "rf_long" in what:
+        bench.stage("rf_long", bench.stage_rf_long)
     if "long" in what:  # last: the longest stage, cut first if the call runs out of time
         bench.stage("long", bench.stage_long)
     log("done")

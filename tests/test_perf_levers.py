@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,8 +194,8 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
     assert record["stages"]["end_to_end"]["rows"]["ours_aot+tokmajor+gelu+ours_fast"]["decode"] == "ours_fast"
     assert record["stages"]["long"]["variants"][dit["fastest_ours"]]["dit_calls"] == 4 * 4 + 3  # 4 blocks, no last commit
     written = json.loads(next(tmp_path.glob("side_by_side_*.json")).read_text())
-    assert written["notes"] == ["no --official-sf: our side only"]
-    assert "## dit: 6 latent frames" in next(tmp_path.glob("side_by_side_*.md")).read_text()
+    assert written["notes"] == ["no --official-sf: our Self Forcing side only", "no --official-rf: our Rolling Forcing side only"]
+    assert "## dit (Self Forcing): 6 latent frames" in next(tmp_path.glob("side_by_side_*.md")).read_text()
     profiled = record["stages"]["profile"]["variants"][dit["fastest_ours"]]  # CPU: ops, not kernels
     assert profiled["kernel_s"] > 0 and profiled["top"] and sum(profiled["by_kind_s"].values()) == pytest.approx(
         profiled["kernel_s"])
@@ -206,6 +207,46 @@ def test_side_by_side_bench_without_official_times_our_variants_and_writes_json_
         "elementwise/reduction")
     with pytest.raises(ValueError, match="profile needs the dit stage"):
         bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "profile"])
+
+
+def test_side_by_side_bench_times_our_rolling_forcing_variants_and_tags_its_files(tmp_path):
+    bench = _load_bench()
+    record = bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "rf,rf_long", "--repeats", "1",
+                         "--long-repeats", "1", "--rf-variants", "eager,tokmajor+kvsplit2", "--tag", "t"])
+    rf = record["stages"]["rf"]
+    assert set(rf["variants"]) == {"ours_eager", "ours_tokmajor+kvsplit2"}
+    assert rf["variants"]["ours_eager"]["dit_calls"] == 2 * (5 + 5 - 1)  # 5 blocks: 9 windows, denoise + refresh each
+    assert rf["equality"]["ours_tokmajor+kvsplit2_vs_ours_eager"]["rel_max"] <= 1e-5
+    assert record["execution_path"]["rf_ours_tokmajor+kvsplit2"]["attention_kv_splits"]["split_calls"] > 0
+    long = record["stages"]["rf_long"]
+    assert list(long["variants"]) == [rf["fastest_ours"]] and long["latent_frames"] == 30
+    assert long["variants"][rf["fastest_ours"]]["dit_calls"] == 2 * (10 + 5 - 1)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["side_by_side_rf_cpu_%s_t.json" % time.strftime("%Y%m"),
+                                                            "side_by_side_rf_cpu_%s_t.md" % time.strftime("%Y%m")]
+    assert "## rf (Rolling Forcing): 15 latent frames" in (tmp_path / f"side_by_side_rf_cpu_{time.strftime('%Y%m')}_t.md").read_text()
+    with pytest.raises(ValueError, match="rf_profile and rf_long need the rf stage"):
+        bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--what", "rf_long"])
+
+
+def test_the_official_rf_noise_source_draws_whole_windows_in_the_official_order():
+    """Ours replays the official re-noising stream: per re-noised block one randn of its whole window, block slice."""
+    official_rf = _load_bench("official_rf")
+    from tokentrim.pipelines.rolling_forcing import window_schedule
+
+    config = official_rf.ours_config()
+    noise = torch.zeros(1, 21, 2, 2, 2)
+    draw = official_rf.official_renoise_source(config, noise)
+    torch.manual_seed(0)
+    got = [draw((1, 3, 2, 2, 2)) for _ in range(sum(sum(lv < 4 for lv in w.levels) for w in window_schedule(7, 5)))]
+    torch.manual_seed(0)
+    want = []
+    for w in window_schedule(7, 5):  # the official loop: for each block not at the last level, randn_like(window)
+        for j, level in enumerate(w.levels):
+            if level < 4:
+                want.append(torch.randn(len(w.levels) * 3, 2, 2, 2)[j * 3:(j + 1) * 3].unsqueeze(0))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    with pytest.raises(StopIteration):
+        draw((1, 3, 2, 2, 2))
 
 
 def test_kernel_gaps_finds_device_idle_between_overlapping_kernels():
@@ -597,9 +638,8 @@ def test_throughput_bench_times_the_levers_each_pipeline_config_gives():
     self_forcing = bench.dit_speed(None, "self_forcing", "cuda")
     assert self_forcing.compile_blocks and self_forcing.token_major and self_forcing.attention_kv_splits == 2
     assert self_forcing.attention_backends == ("cudnn", "flash") and not self_forcing.cuda_graphs
-    rolling = bench.dit_speed(None, "rolling_forcing", "cuda")  # its yaml: compile off, torch's own SDPA choice
-    assert not rolling.compile_blocks and rolling.attention_backends == () and rolling.attention_kv_splits == 1
-    assert rolling.token_major
+    rolling = bench.dit_speed(None, "rolling_forcing", "cuda")  # its yaml: every lever auto, as Self Forcing's
+    assert rolling == self_forcing
     assert bench.dit_speed("compile+cudnn", "self_forcing", "cuda") == bench.parse_variant("compile+cudnn")
     assert bench.build_parser().parse_args([]).speed is None
 

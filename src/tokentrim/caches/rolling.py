@@ -27,9 +27,13 @@ Our choices (same results as upstream without pruning; documented where they gen
 * Windows and spans are counted in **frames**, not tokens (upstream slices tokens; the same thing while no token is
   pruned). A frame stays one frame however many of its tokens TokenTrim removed, so pruning never lets older frames slip
   into the attended span and the sink is always placed right before the first working frame.
-* The K/V staged by a call (its first block) live in a side buffer and become cache entries only at `commit()`, which the
-  pipeline calls after the refresh call. Upstream also writes the denoising call's noisy first block into the slot,
-  but the refresh call overwrites it before anything reads it, so results are identical.
+* Only the refresh call writes: its block's K/V go straight into the buffer slot the block will occupy (right after the
+  older frames; over the block's previous copy when it is refreshed again), layer by layer during the call, and
+  become cache entries (labels, counts, `length`) at `commit()`, which the pipeline calls right after. The slot lies
+  past everything the call attends to, so writing it early changes nothing, and the refresh then attends to the
+  buffer's contiguous [span, block] as a view (no concatenated copy). Upstream also writes the denoising call's noisy
+  first block into the slot, but the refresh call overwrites it before anything reads it, so results are identical;
+  we skip that write (no side buffer: 2 x Y x 3 frames of K/V less memory than a staging copy).
 * Pruning (TokenTrim) removes entries physically, with the same (frame, token) bookkeeping as `KVCache`: pruned
   positions stay removed as the cache rolls, and eviction stays frame-granular.
 
@@ -74,7 +78,9 @@ class RollingKVCache(CachedEntries):
     """Per-layer K/V storage for Rolling Forcing's rolling-window inference.
 
     Call protocol, per model call: `begin_call(start_frame, num_frames, mode=...)`, the model's forward (which calls
-    `stage(layer, k, v)` once per layer), then `commit()` after a refresh call (or `discard_staged()`).
+    `stage(layer, k, v)` once per layer), then `commit()` after a refresh call. A denoising call writes nothing
+    (`discard_staged()` just forgets its plan); a refresh call's writes land in the buffer during the call, so a
+    refresh must be committed (abandoning one would leave its block's slot overwritten).
 
     Args:
         num_layers (`int`): transformer blocks Y.
@@ -119,11 +125,8 @@ class RollingKVCache(CachedEntries):
         self.block_frames = block_frames
         self.cache_frames = cache_frames
         self.max_attention_frames = max_attention_frames
-        block_shape = (num_layers, batch_size, num_heads, block_frames * tokens_per_frame, head_dim)
-        self.staged_k = torch.zeros(block_shape, device=device, dtype=dtype)
-        self.staged_v = torch.zeros(block_shape, device=device, dtype=dtype)
         self.plan: CallPlan | None = None
-        self.staged = 0  # tokens of the staged first block (0 = nothing staged)
+        self.staged = 0  # tokens the current refresh call wrote into its slot (0 = nothing to commit)
         self.staged_start_frame = -1
         self._sink_rope: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (shift, cos, sin) of the last re-rope
 
@@ -150,7 +153,7 @@ class RollingKVCache(CachedEntries):
         block_end = start_frame + bf
         if self.frames and self.frames[-1] >= block_end:
             raise RuntimeError(f"call at frame {start_frame} is older than the newest cached frame {self.frames[-1]}")
-        # Frames older than the call's first block (an existing copy of that block is overwritten at commit).
+        # Frames older than the call's first block (a refresh writes over an existing copy of that block).
         num_older = sum(1 for f in self.frames if f < start_frame)
         excess = num_older + bf - self.cache_frames
         if excess > 0:
@@ -182,12 +185,13 @@ class RollingKVCache(CachedEntries):
         return plan
 
     def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the call's first block of one layer for `commit`; return the K/V the call attends to.
+        """A refresh call writes its block of one layer into the block's slot; return the K/V the call attends to.
 
         Args:
             k, v: `[B, n, L, d]`, k rotated at the call's absolute frame positions.
         Returns:
-            K, V: `[B, n, L', d]`: the call itself (plain), [sink, working, call] (denoise) or [span, block] (refresh).
+            K, V: `[B, n, L', d]`: the call itself (plain), [sink, working, call] (denoise) or [span, block] (refresh:
+            a view of the buffer).
         """
         plan = self.plan
         if plan is None:
@@ -195,16 +199,19 @@ class RollingKVCache(CachedEntries):
         num_tokens = k.shape[2]
         if num_tokens != plan.num_frames * self.tokens_per_frame:
             raise RuntimeError(f"stage() got {num_tokens} tokens but begin_call() announced {plan.num_frames} frames")
-        block_tokens = self.block_frames * self.tokens_per_frame
-        self.staged_k[layer] = k[:, :, :block_tokens]
-        self.staged_v[layer] = v[:, :, :block_tokens]
-        self.staged = block_tokens
+        if plan.mode == REFRESH:  # the slot starts right after the older frames (span_end; 0 for a plain call)
+            slot = slice(plan.span_end, plan.span_end + num_tokens)
+            self.k[layer, :, :, slot] = k
+            self.v[layer, :, :, slot] = v
+            self.staged = num_tokens
+            if plan.plain:
+                return k, v
+            span = slice(plan.span_start, slot.stop)  # [span, block] contiguous in the buffer
+            return self.k[layer, :, :, span], self.v[layer, :, :, span]  # [B, n, span + L, d] views
         if plan.plain:
             return k, v
         span_k = self.k[layer, :, :, plan.span_start : plan.span_end]  # [B, n, span, d]
         span_v = self.v[layer, :, :, plan.span_start : plan.span_end]
-        if plan.mode == REFRESH:
-            return self._cat_tokens([span_k, k]), self._cat_tokens([span_v, v])  # -> [B, n, span + L, d]
         sink_k = self._shift_frames(self.k[layer, :, :, : plan.sink_end], plan.sink_shift)  # [B, n, sink, d]
         sink_v = self.v[layer, :, :, : plan.sink_end]
         return self._cat_tokens([sink_k, span_k, k]), self._cat_tokens([sink_v, span_v, v])
@@ -216,25 +223,22 @@ class RollingKVCache(CachedEntries):
         return torch.cat(parts, dim=2)
 
     def commit(self) -> None:
-        """Make the staged first block (as written by the last call) a cache entry; replaces an existing copy."""
-        if self.staged == 0:
-            raise RuntimeError("commit() with nothing staged")
+        """Make the block the refresh call wrote into its slot a cache entry; it replaces the block's previous copy."""
+        if self.staged == 0 or self.plan is None or self.plan.mode != REFRESH:
+            raise RuntimeError("commit() without a refresh call that wrote its block")
         bf, n = self.block_frames, self.tokens_per_frame
         start = self.staged_start_frame
-        if self.frames and self.frames[-1] >= start:  # overwrite the newest block (upstream num_new_tokens == 0)
+        if self.frames and self.frames[-1] >= start:  # the newest block again (upstream num_new_tokens == 0)
             num_old = sum(1 for f in self.frames if f >= start)
-            removed = sum(self.frame_len[-num_old:])
-            self.entry_frame[self.length - removed : self.length] = -1
-            self.entry_token[self.length - removed : self.length] = -1
-            self.length -= removed
             del self.frames[-num_old:]
             del self.frame_len[-num_old:]
-        excess = len(self.frames) + bf - self.cache_frames
-        if excess > 0:
-            self._evict_oldest(excess)
+        slot_start = self.plan.span_end  # = entries of the older frames (begin_call evicted what would not fit)
+        if slot_start != sum(self.frame_len) or len(self.frames) + bf > self.cache_frames:
+            raise RuntimeError("commit(): the cache changed between begin_call() and commit()")
+        self.entry_frame[slot_start : self.length] = -1  # a previous copy (possibly pruned) is replaced
+        self.entry_token[slot_start : self.length] = -1
+        self.length = slot_start
         end = self.length + self.staged
-        self.k[:, :, :, self.length : end] = self.staged_k
-        self.v[:, :, :, self.length : end] = self.staged_v
         positions = torch.arange(self.staged, device=self.entry_frame.device)  # [bf*N]
         self.entry_frame[self.length : end] = start + positions // n
         self.entry_token[self.length : end] = positions % n

@@ -53,6 +53,8 @@ SDPA_BACKENDS = {
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "math": SDPBackend.MATH,
 }
+#: dynamo's recompile limit while block regions are compiled (graphs per region: call shapes x grad modes x levers).
+COMPILED_SHAPES_LIMIT = 32
 #: torch >= 2.6 honours the order of a backend list only with `set_priority=True`.
 _SDPA_HAS_PRIORITY = "set_priority" in inspect.signature(sdpa_kernel).parameters
 
@@ -345,6 +347,9 @@ class CausalWanBlock(nn.Module):
             self.self_attn.merge_splits = merge_kv_splits
             return
         key = (speed.compile_mode, speed.compile_backend, speed.compile_fullgraph, speed.compile_tuning)
+        # one graph per call shape and grad mode: Rolling Forcing's windows of 1..5 blocks (the refresh = 1 block)
+        # x FlowMo's grad-enabled ramp-up calls are up to 10 per region, past dynamo's default of 8 (eager beyond)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, COMPILED_SHAPES_LIMIT)
         compiled = self.__dict__.setdefault("_compiled_regions", {})
         if key not in compiled:
             options = dict(backend=speed.compile_backend, fullgraph=speed.compile_fullgraph, dynamic=False)

@@ -282,11 +282,14 @@ class RollingForcingPipeline:
         return flow_to_x0(flow, x, sigma)
 
     def _refresh(self, x0_block: torch.Tensor, context_kv: list, cache: RollingKVCache, start: int) -> None:
-        """Write the block's clean K/V: one forward of its x0 at the context noise level (upstream l. 273-295)."""
+        """Write the block's clean K/V: one forward of its x0 at the context noise level (upstream l. 273-295).
+        Its prediction is discarded (upstream too), so the call stops once the last layer has staged its K/V
+        (`kv_only`: no last-layer attention, FFN or head; the same cache entries)."""
         batch_size, num_frames = x0_block.shape[:2]
         t_frames = torch.full((batch_size, num_frames), self.config.context_noise, device=x0_block.device, dtype=torch.float32)
         cache.begin_call(start, num_frames, mode=REFRESH)
-        self._forward(x0_block, t_frames, context_kv, start, cache)
+        self.num_model_calls += 1
+        self.model(x0_block, t_frames, context_kv, start_frame=start, cache=cache, kv_only=True)
         cache.commit()
 
     def _flowmo_step(self, x, flow, t_frames, sigma, context_kv, cache, start):
