@@ -3,8 +3,7 @@
 scene reads `auxiliary_info`, so vbench runs in its standard prompt mode: the videos are named `<prompt>-<i>.mp4`
 after scene prompts of `VBench_full_info.json`. The suite: a 2-s video (16 frames, whole-video row) and a 5.5-s one
 (VBench-Long with 5.5-s clips: one clip `<video>_000.mp4`), 96x160 at 8 fps. scene reads 16 frames of every file, so
-each row costs the same: two rows per side, and each video is scored and evaluated on its own (vbench evaluates the
-short one while our scorer runs the long one).
+each row costs the same: two rows per side, not four.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def test_tag2text_outputs_do_not_depend_on_grad_mode(vbench_standins):
 
 def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     roots = vbench_standins([DIMENSION])
-    case = Case(DIMENSION, prompts=PROMPTS, mode="vbench_standard", per_video=True)
+    case = Case(DIMENSION, prompts=PROMPTS, mode="vbench_standard")
     parity = parity_of(run_parities(tmp_path, roots, [case]), DIMENSION)
     assert_equal_per_video(parity)
     (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]

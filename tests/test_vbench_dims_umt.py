@@ -1,8 +1,7 @@
 """human_action (UMT-L/16) on stand-in weights: our scorer == vbench's evaluate per video.
 
 The suite: a 2-s video (whole-video row) and a 5.5-s one (VBench-Long protocol; human_action's 10-s clips make it
-one clip, `<video>_full.mp4`), 96x160 at 8 fps, each video scored and evaluated on its own (vbench evaluates the
-short one while we score the long one), named `A person is <Kinetics label>-0.mp4` so vbench parses a label
+one clip, `<video>_full.mp4`), 96x160 at 8 fps, named `A person is <Kinetics label>-0.mp4` so vbench parses a label
 from every file name (clip names included). The stand-in's head gives every class sigmoid ~0.5 < 0.85, so each
 video scores False (0.0): the path runs end to end, the value is fixed (see standins/umt.py).
 """
@@ -42,7 +41,7 @@ def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     from vbench.human_action import build_dict
 
     roots = vbench_standins([DIMENSION])
-    case = Case(DIMENSION, prompts=PROMPTS, clip_seconds=None, per_video=True)  # 10-s clips: one `_full` clip
+    case = Case(DIMENSION, prompts=PROMPTS, clip_seconds=None)  # 10-s clips: one `_full` clip
     parity = parity_of(run_parities(tmp_path, roots, [case]), DIMENSION)
     assert_equal_per_video(parity)
     labels = set(build_dict().values())

@@ -4,8 +4,8 @@
 hands vbench's own evaluate (a `DirectWorker`: one fresh process per call of `run_parities`) a folder holding exactly
 the files our scorer fed vbench: the short video itself and the clip file(s) our scorer cut from the long one. In
 `vbench_standard` mode the files are copied under the names that mode looks for (`<prompt>-<i>.mp4`, i < 5).
-vbench evaluates one case while our scorer runs the next (`per_video`: the next video of the same case), so on two
-cores the two sides overlap; each side's seconds are its own.
+vbench evaluates one case while our scorer runs the next, so on two cores the two sides overlap; each side's seconds
+are its own.
 
 Both sides run torch on one CPU thread (`one_thread`): on a shared 2-core machine several OpenMP threads spin
 against other jobs (RAFT went from 2 s to 12 s of CPU per frame pair), and a fixed thread count also keeps the two
@@ -41,15 +41,13 @@ ONE_CLIP_SECONDS = 5.5
 @dataclass(frozen=True)
 class Case:
     """One dimension's parity run. `suite`: `write_clip_suite` keyword arguments (fps, size) for the networks that
-    are slow on a CPU; `clip_seconds`: our scorer's clip length for the dimension (None: `DEFAULT_CLIP_SECONDS`);
-    `per_video`: score and evaluate each video on its own, so vbench's first video overlaps our second."""
+    are slow on a CPU; `clip_seconds`: our scorer's clip length for the dimension (None: `DEFAULT_CLIP_SECONDS`)."""
 
     dimension: str
     prompts: Sequence[str] = PLAIN_PROMPTS
     mode: str = "custom_input"
     suite: Mapping = field(default_factory=dict)
     clip_seconds: float | None = ONE_CLIP_SECONDS
-    per_video: bool = False
 
 
 @dataclass
@@ -80,34 +78,31 @@ def one_thread() -> Iterator[None]:
 
 def run_parities(tmp: Path, roots: WeightRoots, cases: Sequence[Case]) -> dict[str, Parity | Exception]:
     """{dimension: its Parity, or the error either side raised (`parity_of` re-raises it in that dimension's test)}."""
-    outcome: dict[str, Parity | Exception] = {case.dimension: Parity() for case in cases}
+    outcome: dict[str, Parity | Exception] = {}
     pending = []  # (dimension, vbench job, {staged file: (video, clip)}), in submission order
     with one_thread(), DirectWorker(roots, tmp / "direct_worker.log") as worker:
         for case in cases:
+            work = tmp / case.dimension
             try:
-                videos = write_clip_suite(tmp / case.dimension / "videos", case.prompts, **dict(case.suite))
-                for index, group in enumerate([[video] for video in videos] if case.per_video else [videos]):
-                    work = tmp / case.dimension / f"part{index}"
-                    ours, seconds = _score(work, group, case, roots)
-                    folder, staged, prompts_of = _stage(work, ours, case.mode)
-                    job = worker.submit(folder, case.dimension, work / "direct_out", mode=case.mode,
-                                        prompt_list=prompts_of if case.mode == "custom_input" else None,
-                                        grad=case.dimension not in NO_GRAD_DIMENSIONS)
-                    outcome[case.dimension].ours |= ours
-                    outcome[case.dimension].ours_s += seconds
-                    pending.append((case.dimension, job, staged))
+                videos = write_clip_suite(work / "videos", case.prompts, **dict(case.suite))
+                ours, seconds = _score(work, videos, case, roots)
+                folder, staged, prompts_of = _stage(work, ours, case.mode)
+                job = worker.submit(folder, case.dimension, work / "direct_out", mode=case.mode,
+                                    prompt_list=prompts_of if case.mode == "custom_input" else None,
+                                    grad=case.dimension not in NO_GRAD_DIMENSIONS)
             except Exception as err:  # noqa: BLE001  (kept for that dimension's test; the other cases still run)
                 outcome[case.dimension] = err
+                continue
+            outcome[case.dimension] = Parity(ours=ours, ours_s=seconds)
+            pending.append((case.dimension, job, staged))
         for dimension, job, staged in pending:
             try:
                 results, seconds = worker.wait(job)
             except Exception as err:  # noqa: BLE001
                 outcome[dimension] = err
                 continue
-            parity = outcome[dimension]
-            if isinstance(parity, Parity):
-                parity.direct |= {staged[path]: float(value) for path, value in results.items()}
-                parity.direct_s += seconds
+            outcome[dimension].direct = {staged[path]: float(value) for path, value in results.items()}
+            outcome[dimension].direct_s = seconds
     return outcome
 
 
