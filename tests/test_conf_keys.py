@@ -80,6 +80,28 @@ def test_config_yaml_top_level_is_the_run_schema() -> None:
     assert set(GROUPS) <= groups
 
 
+def test_choice_enums_come_from_the_owning_code_and_name_each_group_option() -> None:
+    """Each choice Enum is the owning module's tuple; launcher names are the `conf/launcher` files, each setting
+    `launcher.name` to its own stem, and every logger / scorer option names a member of its Enum."""
+    from tokentrim.models.loading import CHECKPOINT_KINDS
+    from tokentrim.prompts import SOURCES
+    from tokentrim.report.wandb_log import LOGGER_NAMES
+    from tokentrim.scoring.planning import LONG_PROTOCOLS
+    from tokentrim.scoring.scorer_config import SCORER_NAMES
+    from tokentrim.tinyworld.prompts import SPLITS
+
+    for enum_cls, values in ((schema.PromptSource, SOURCES), (schema.PromptSplit, SPLITS),
+                             (schema.ScorerName, SCORER_NAMES), (schema.LongProtocol, LONG_PROTOCOLS),
+                             (schema.LoggerName, LOGGER_NAMES), (schema.CheckpointKind, CHECKPOINT_KINDS)):
+        assert tuple(member.value for member in enum_cls) == tuple(values), enum_cls
+    launchers = sorted((CONF / "launcher").glob("*.yaml"))
+    assert [member.value for member in schema.LauncherName] == [path.stem for path in launchers]
+    for path in launchers:
+        assert _option_keys(path)["name"] == path.stem, path.name
+    for group, enum_cls in (("logger", schema.LoggerName), ("scorer", schema.ScorerName)):
+        assert {_option_keys(path)["name"] for path in (CONF / group).glob("*.yaml")} == {m.value for m in enum_cls}
+
+
 def _consumers() -> dict[type, set[str]]:
     """Schema -> the field names its consuming code takes by construction."""
     from tokentrim.scoring.scorer_config import VBENCH_ARGS

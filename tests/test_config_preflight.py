@@ -69,7 +69,7 @@ def bad_inputs(workdir: Path) -> list[tuple[list[str], str]]:
         (["scorer=vbench", "+scorer.dimensionz=[x]"], "scorer has unknown keys ['dimensionz']"),
         (["logger=wandb", "logger.mode=cloud"], "logger.mode must be one of ['offline', 'online', 'disabled'], got 'cloud'"),
         (["logger=wandb", "logger.max_videos=-1"], "logger.max_videos must be >= 0, got -1"),
-        (["launcher.name=kubernetes"], "launcher.name must be one of ['local', 'joblib', 'multigpu', 'slurm']"),
+        (["launcher.name=kubernetes"], "launcher.name must be one of ['joblib', 'local', 'multigpu', 'slurm']"),
         (["init=flowmo", "init.steps=9"], "init.steps must be <= the sampler's 4 denoising steps"),
         (["init.lr=fast"], "init.lr must be a number, got 'fast'"),
         (["backbone=rolling_forcing", "backbone.random_weights=true", "trim.drift_source=first_step"],

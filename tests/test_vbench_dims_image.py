@@ -1,10 +1,11 @@
 """Per-frame image networks on stand-in weights: subject_consistency (DINO ViT-B/16), background_consistency and
 appearance_style (CLIP ViT-B/32), aesthetic_quality (CLIP ViT-L/14 + LAION head), imaging_quality (MUSIQ).
 
-For each: `score_videos` on a 2-s video (whole-video row) and a 5.5-s one (VBench-Long: three 2-s clips) gives finite
-scores whose `raw_score` equals vbench 0.1.5's own `VBench(...).evaluate` on the same files, exactly.
+For each: `score_videos` on a 1-s video (whole-video row) and a 5.5-s one (VBench-Long with a 5.5-s clip length: one
+clip) gives finite scores whose `raw_score` equals vbench 0.1.5's own `VBench(...).evaluate` on the same files, exactly
+(one module-wide run: vbench evaluates a dimension while our scorer runs the next).
 appearance_style reads `auxiliary_info`, so it runs with two prompts of VBench_full_info.json in vbench_standard mode.
-The frame rate of each suite is set by the network's CPU cost (frames per side = 8 x fps): ViT-L/14 gets 2 fps,
+The frame rate of each suite is set by the network's CPU cost (frames per side = 6.5 x fps): ViT-L/14 gets 2 fps,
 DINO at 224x373 and MUSIQ 4 fps, CLIP ViT-B/32 the standard 8 fps.
 """
 
@@ -14,12 +15,14 @@ import pytest
 
 from tokentrim.scoring.standins import family_of
 from tokentrim.scoring.weights import required_files
-from vbench_parity import assert_equal_per_video, assert_ready_and_named_when_missing, score_and_direct
+from vbench_parity import (Case, assert_equal_per_video, assert_ready_and_named_when_missing, parity_of,
+                           run_parities)
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "appearance_style", "aesthetic_quality",
               "imaging_quality")
 SUITES = {"subject_consistency": {"fps": 4}, "background_consistency": {}, "appearance_style": {},
           "aesthetic_quality": {"fps": 2}, "imaging_quality": {"fps": 4}}
+SUITES = {dim: suite | {"short_seconds": 1.0} for dim, suite in SUITES.items()}
 STYLE_PROMPTS = ("A beautiful coastal beach in spring, waves lapping on sand, Van Gogh style",
                  "A beautiful coastal beach in spring, waves lapping on sand, oil painting")
 
@@ -38,12 +41,17 @@ def test_family_writes_exactly_the_files_its_dimensions_require(vbench_standins,
     assert all(family_of(dim) == family for dim in module.DIMENSIONS)
 
 
+@pytest.fixture(scope="module")
+def parities(vbench_standins, tmp_path_factory):
+    roots = vbench_standins(DIMENSIONS)
+    cases = [Case(dim, suite=SUITES[dim], **({"prompts": STYLE_PROMPTS, "mode": "vbench_standard"}
+                                              if dim == "appearance_style" else {})) for dim in DIMENSIONS]
+    return run_parities(tmp_path_factory.mktemp("parity_image"), roots, cases)
+
+
 @pytest.mark.parametrize("dimension", DIMENSIONS)
-def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path, dimension):
-    roots = vbench_standins([dimension])
-    standard = dimension == "appearance_style"
-    parity = score_and_direct(tmp_path, dimension, roots, suite=SUITES[dimension],
-                              **({"prompts": STYLE_PROMPTS, "mode": "vbench_standard"} if standard else {}))
+def test_scorer_equals_vbench_evaluate_per_video(parities, dimension):
+    parity = parity_of(parities, dimension)
     assert_equal_per_video(parity)
     values = sorted({row["raw_score"] for row in parity.ours.values()})
     assert len(values) > 1, values  # the random networks still tell the files apart

@@ -1,11 +1,12 @@
 """dynamic_degree (RAFT) and motion_smoothness (AMT-S) on stand-in weights: our scorer == vbench's evaluate per video.
 
-The suite: a 2-s video (whole-video row) and a 5.5-s one (VBench-Long: three 2-s clips), at least 128 px high and
+The suite: a 1-s video (whole-video row) and a 5.5-s one (VBench-Long, 5.5-s clips: one clip), at least 128 px high and
 wide: both networks build a 4-level correlation pyramid at 1/8 resolution, and below 128 px its coarsest level is one
 row (or column) high, where RAFT's `bilinear_sampler` divides by `H - 1 = 0`: the flow is NaN for any weights (real
 ones too). vbench hides it: dynamic_degree compares NaN > threshold (False), motion_smoothness casts NaN frames to
 uint8. `test_flow_networks_are_finite_from_128_px` pins that down. RAFT runs 20 refinement iterations per frame pair
-(~1.3 s of one core at 128x128), so dynamic_degree gets the suite at 4 fps (8-frame clips, 28 pairs per side).
+(~1.3 s of one core at 128x128), so dynamic_degree gets the suite at 4 fps (4 + 22 frames, 24 pairs per side).
+Both dimensions run in one module-wide `run_parities` (vbench evaluates dynamic_degree while we score the other).
 """
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from tokentrim.scoring.standins import amt, raft
 from tokentrim.scoring.weights import check_dimensions, required_files
-from vbench_parity import assert_equal_per_video, one_thread, score_and_direct
+from vbench_parity import Case, assert_equal_per_video, one_thread, parity_of, run_parities
 
 DIMENSIONS = ("dynamic_degree", "motion_smoothness")
 
@@ -29,8 +30,8 @@ def test_check_says_ready_on_standins_and_names_the_file_when_empty(vbench_stand
         assert str(req.path) in empty[dim].one_line()
 
 
-SUITES = {"dynamic_degree": {"fps": 4, "height": 128, "width": 128},
-          "motion_smoothness": {"fps": 8, "height": 128, "width": 160}}
+SUITES = {"dynamic_degree": {"fps": 4, "height": 128, "width": 128, "short_seconds": 1.0},
+          "motion_smoothness": {"fps": 8, "height": 128, "width": 160, "short_seconds": 1.0}}
 
 
 def test_flow_networks_are_finite_from_128_px():
@@ -58,9 +59,15 @@ def test_flow_networks_are_finite_from_128_px():
                 assert float(flow.abs().max()) > 0 and float(middle.std()) > 0  # not a constant output
 
 
+@pytest.fixture(scope="module")
+def parities(vbench_standins, tmp_path_factory):
+    roots = vbench_standins(DIMENSIONS)
+    cases = [Case(dim, suite=SUITES[dim]) for dim in DIMENSIONS]
+    return run_parities(tmp_path_factory.mktemp("parity_motion"), roots, cases)
+
+
 @pytest.mark.parametrize("dimension", DIMENSIONS)
-def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path, dimension):
-    roots = vbench_standins([dimension])
-    parity = score_and_direct(tmp_path, dimension, roots, suite=SUITES[dimension])
+def test_scorer_equals_vbench_evaluate_per_video(parities, dimension):
+    parity = parity_of(parities, dimension)
     assert_equal_per_video(parity)
     print(f"{dimension}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

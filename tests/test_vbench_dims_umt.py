@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from tokentrim.scoring.standins import umt
-from vbench_parity import (assert_equal_per_video, assert_ready_and_named_when_missing, assert_write_is_idempotent,
-                           score_and_direct)
+from vbench_parity import (Case, assert_equal_per_video, assert_ready_and_named_when_missing,
+                           assert_write_is_idempotent, parity_of, run_parities)
 
 DIMENSION = "human_action"
 PROMPTS = ("A person is riding a bike", "A person is playing guitar")  # VBench human_action prompts
@@ -41,11 +41,13 @@ def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     from vbench.human_action import build_dict
 
     roots = vbench_standins([DIMENSION])
-    parity = score_and_direct(tmp_path, DIMENSION, roots, prompts=PROMPTS)
-    assert_equal_per_video(parity, expect_rows=2)
+    case = Case(DIMENSION, prompts=PROMPTS, clip_seconds=None)  # 10-s clips: one `_full` clip
+    parity = parity_of(run_parities(tmp_path, roots, [case]), DIMENSION)
+    assert_equal_per_video(parity)
     labels = set(build_dict().values())
     for row in parity.ours.values():  # vbench's own parse of the file it read finds a Kinetics-400 label
         name = Path(row["path"]).name.lower()
         assert name.split("-")[0].split("person is ")[-1].split("_")[0] in labels, name
-    assert sorted(clip for _, clip in parity.ours) == [-1, 0]
+    (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]
+    assert Path(clip_row["path"]).name.endswith("_full.mp4"), clip_row["path"]
     print(f"{DIMENSION}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

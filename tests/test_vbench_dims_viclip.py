@@ -2,18 +2,20 @@
 
 The suite: a 2-s video (whole-video row) and a 5.5-s one (VBench-Long protocol; with these dimensions' 10-s clips it
 is one clip, `<video>_full.mp4`, re-encoded by our scorer), 96x160 at 8 fps. custom_input mode; the prompt of each
-file (clip names carry suffixes) goes to vbench as `prompt_list`.
+file (clip names carry suffixes) goes to vbench as `prompt_list`. One module-wide run: vbench evaluates
+temporal_style while our scorer runs overall_consistency.
 """
 
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
 from tokentrim.scoring.standins import viclip
-from vbench_parity import (assert_equal_per_video, assert_ready_and_named_when_missing, assert_write_is_idempotent,
-                           score_and_direct)
+from vbench_parity import (Case, assert_equal_per_video, assert_ready_and_named_when_missing,
+                           assert_write_is_idempotent, parity_of, run_parities)
 
 DIMENSIONS = viclip.DIMENSIONS
 PROMPTS = ("Close up of grapes on a rotating table. Van Gogh style",  # VBench temporal_style / overall prompts
@@ -44,10 +46,17 @@ def test_vocab_is_clip_bpe_format_and_tokenizes_the_prompts(vbench_standins):
     assert len(ids) == 12 and max(tokenizer.encoder.values()) < 49408
 
 
+@pytest.fixture(scope="module")
+def parities(vbench_standins, tmp_path_factory):
+    roots = vbench_standins(DIMENSIONS)
+    cases = [Case(dim, prompts=PROMPTS, clip_seconds=None) for dim in DIMENSIONS]  # 10-s clips: one `_full` clip
+    return run_parities(tmp_path_factory.mktemp("parity_viclip"), roots, cases)
+
+
 @pytest.mark.parametrize("dimension", DIMENSIONS)
-def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path, dimension):
-    roots = vbench_standins([dimension])
-    parity = score_and_direct(tmp_path, dimension, roots, prompts=PROMPTS)
-    assert_equal_per_video(parity, expect_rows=2)
-    assert sorted(clip for _, clip in parity.ours) == [-1, 0]  # one whole-video row, one clip row
+def test_scorer_equals_vbench_evaluate_per_video(parities, dimension):
+    parity = parity_of(parities, dimension)
+    assert_equal_per_video(parity)  # one whole-video row, one clip row
+    (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]
+    assert Path(clip_row["path"]).name.endswith("_full.mp4"), clip_row["path"]
     print(f"{dimension}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

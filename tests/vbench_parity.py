@@ -1,8 +1,11 @@
 """Per-video parity of our scorer with vbench's own evaluate on stand-in weights (not a test module).
 
-`score_and_direct` scores the clip suite with `score_videos` and runs `direct_evaluate` on a folder holding exactly
-the files our scorer fed vbench: the short video itself and the clip files our scorer cut from the long one. In
+`run_parities` takes one `Case` per dimension: it writes the case's clip suite, scores it with `score_videos`, and
+hands vbench's own evaluate (a `DirectWorker`: one fresh process per call of `run_parities`) a folder holding exactly
+the files our scorer fed vbench: the short video itself and the clip file(s) our scorer cut from the long one. In
 `vbench_standard` mode the files are copied under the names that mode looks for (`<prompt>-<i>.mp4`, i < 5).
+vbench evaluates one case while our scorer runs the next, so on two cores the two sides overlap; each side's seconds
+are its own.
 
 Both sides run torch on one CPU thread (`one_thread`): on a shared 2-core machine several OpenMP threads spin
 against other jobs (RAFT went from 2 s to 12 s of CPU per frame pair), and a fixed thread count also keeps the two
@@ -18,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,20 +29,35 @@ import torch
 from tokentrim.scoring.prompts import prompt_from_video_name
 from tokentrim.scoring.vbench_adapter import NO_GRAD_DIMENSIONS, read_scores, score_videos
 from tokentrim.scoring.weights import WeightRoots
-from vbench_direct import direct_evaluate, write_clip_suite
+from vbench_direct import DirectWorker, write_clip_suite
 
 # prompts for custom_input dimensions (any text; the names only have to be VBench-style)
 PLAIN_PROMPTS: tuple[str, ...] = ("a red square drifting", "a red square drifting slowly")
+# the long video's length (write_clip_suite's default); as a dimension's clip length it makes that video ONE clip
+# `<video>_000.mp4` (44 frames at 8 fps), so the VBench-Long path runs once per dimension, not three times
+ONE_CLIP_SECONDS = 5.5
+
+
+@dataclass(frozen=True)
+class Case:
+    """One dimension's parity run. `suite`: `write_clip_suite` keyword arguments (fps, size) for the networks that
+    are slow on a CPU; `clip_seconds`: our scorer's clip length for the dimension (None: `DEFAULT_CLIP_SECONDS`)."""
+
+    dimension: str
+    prompts: Sequence[str] = PLAIN_PROMPTS
+    mode: str = "custom_input"
+    suite: Mapping = field(default_factory=dict)
+    clip_seconds: float | None = ONE_CLIP_SECONDS
 
 
 @dataclass
 class Parity:
     """Our rows and vbench's per-video results keyed by (video, clip), plus what each side took in seconds."""
 
-    ours: dict[tuple[str, int], dict]
-    direct: dict[tuple[str, int], float]
-    ours_s: float
-    direct_s: float
+    ours: dict[tuple[str, int], dict] = field(default_factory=dict)
+    direct: dict[tuple[str, int], float] = field(default_factory=dict)
+    ours_s: float = 0.0
+    direct_s: float = 0.0
 
 
 @contextlib.contextmanager
@@ -58,27 +76,66 @@ def one_thread() -> Iterator[None]:
             os.environ["OMP_NUM_THREADS"] = saved
 
 
-def score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts: Sequence[str] = PLAIN_PROMPTS,
-                     mode: str = "custom_input", kwargs: Mapping | None = None,
-                     suite: Mapping | None = None) -> Parity:
-    """`suite`: keyword arguments of `write_clip_suite` (fps, size) for the networks that are slow on a CPU."""
-    with one_thread():
-        return _score_and_direct(tmp, dimension, roots, prompts=prompts, mode=mode, kwargs=kwargs, suite=suite)
+def run_parities(tmp: Path, roots: WeightRoots, cases: Sequence[Case]) -> dict[str, Parity | Exception]:
+    """{dimension: its Parity, or the error either side raised (`parity_of` re-raises it in that dimension's test)}."""
+    outcome: dict[str, Parity | Exception] = {}
+    pending = []  # (dimension, vbench job, {staged file: (video, clip)}), in submission order
+    with one_thread(), DirectWorker(roots, tmp / "direct_worker.log") as worker:
+        for case in cases:
+            work = tmp / case.dimension
+            try:
+                videos = write_clip_suite(work / "videos", case.prompts, **dict(case.suite))
+                ours, seconds = _score(work, videos, case, roots)
+                folder, staged, prompts_of = _stage(work, ours, case.mode)
+                job = worker.submit(folder, case.dimension, work / "direct_out", mode=case.mode,
+                                    prompt_list=prompts_of if case.mode == "custom_input" else None,
+                                    grad=case.dimension not in NO_GRAD_DIMENSIONS)
+            except Exception as err:  # noqa: BLE001  (kept for that dimension's test; the other cases still run)
+                outcome[case.dimension] = err
+                continue
+            outcome[case.dimension] = Parity(ours=ours, ours_s=seconds)
+            pending.append((case.dimension, job, staged))
+        for dimension, job, staged in pending:
+            try:
+                results, seconds = worker.wait(job)
+            except Exception as err:  # noqa: BLE001
+                outcome[dimension] = err
+                continue
+            outcome[dimension].direct = {staged[path]: float(value) for path, value in results.items()}
+            outcome[dimension].direct_s = seconds
+    return outcome
 
 
-def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts, mode, kwargs, suite) -> Parity:
-    videos = write_clip_suite(tmp / "videos", prompts, **dict(suite or {}))
-    clip_root = tmp / "clips"
+def parity_of(parities: Mapping[str, Parity | Exception], dimension: str) -> Parity:
+    """The dimension's Parity from `run_parities`, raising the error it ended with."""
+    parity = parities[dimension]
+    if isinstance(parity, Exception):
+        raise parity
+    return parity
+
+
+def score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, **case) -> Parity:
+    """One dimension (`Case` keyword arguments): `run_parities` for it alone."""
+    return parity_of(run_parities(tmp, roots, [Case(dimension, **case)]), dimension)
+
+
+def _score(work: Path, videos: Sequence[Path], case: Case, roots: WeightRoots) -> tuple[dict, float]:
+    """Our rows keyed by (video, clip) and the seconds `score_videos` took."""
     start = time.perf_counter()
-    summary = score_videos(videos, scores_csv=tmp / "scores.csv", dimensions=[dimension], cache_dir=roots.cache_dir,
-                           torch_home=roots.torch_home, hf_home=roots.hf_home, clip_dir=clip_root,
-                           score_cache_dir=tmp / "score_cache",
+    summary = score_videos(videos, scores_csv=work / "scores.csv", dimensions=[case.dimension],
+                           cache_dir=roots.cache_dir, torch_home=roots.torch_home, hf_home=roots.hf_home,
+                           clip_dir=work / "clips", score_cache_dir=work / "score_cache",
+                           clip_seconds={case.dimension: case.clip_seconds} if case.clip_seconds else None,
                            # vbench's mode as our prompt protocol: custom_input scores every file on the dimension
-                           prompt_protocol="all" if mode == "custom_input" else "standard", **dict(kwargs or {}))
-    ours_s = time.perf_counter() - start
+                           prompt_protocol="all" if case.mode == "custom_input" else "standard")
+    seconds = time.perf_counter() - start
     assert not summary.errors, summary.describe()
-    ours = {(row["video"], row["clip"]): row for row in read_scores(tmp / "scores.csv")}
+    return {(row["video"], row["clip"]): row for row in read_scores(work / "scores.csv")}, seconds
 
+
+def _stage(work: Path, ours: Mapping[tuple[str, int], dict], mode: str):
+    """(folder, {staged path: (video, clip)}, {file name: prompt}): the files vbench reads for our rows, under the
+    names its mode needs."""
     # the files vbench read for each row: whole video (clip -1) or the clip our scorer cut
     sources: dict[tuple[str, int], Path] = {}
     for (video, clip), row in ours.items():
@@ -87,9 +144,9 @@ def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts,
         else:
             # `<video>_<NNN>.mp4`; `<video>_full.mp4` when the video is shorter than one clip (upstream's names)
             names = [f"{video}_{clip:03d}.mp4"] + ([f"{video}_full.mp4"] if clip == 0 else [])
-            (found,) = [hit for name in names for hit in clip_root.glob(f"*/*/{glob.escape(name)}")]
+            (found,) = [hit for name in names for hit in (work / "clips").glob(f"*/*/{glob.escape(name)}")]
             sources[(video, clip)] = found
-    folder = tmp / "direct_videos"
+    folder = work / "direct_videos"
     folder.mkdir()
     staged: dict[str, tuple[str, int]] = {}
     prompts_of: dict[str, str] = {}  # custom_input: file name -> the prompt our scorer used (clip names carry suffixes)
@@ -105,18 +162,13 @@ def _score_and_direct(tmp: Path, dimension: str, roots: WeightRoots, *, prompts,
         shutil.copyfile(source, folder / name)
         staged[str(folder / name)] = key
         prompts_of[name] = prompt_from_video_name(Path(ours[key]["path"]).name)
-    start = time.perf_counter()
-    results = direct_evaluate(folder, dimension, roots, tmp / "direct_out", mode=mode, kwargs=kwargs,
-                              prompt_list=prompts_of if mode == "custom_input" else None,
-                              grad=dimension not in NO_GRAD_DIMENSIONS)
-    direct_s = time.perf_counter() - start
-    direct = {staged[path]: float(value) for path, value in results.items()}
-    return Parity(ours=ours, direct=direct, ours_s=ours_s, direct_s=direct_s)
+    return folder, staged, prompts_of
 
 
-def assert_equal_per_video(parity: Parity, *, expect_rows: int = 4) -> None:
-    """Every row finite, one direct result per row, and raw_score == vbench's value exactly."""
-    assert len(parity.ours) == expect_rows, sorted(parity.ours)
+def assert_equal_per_video(parity: Parity) -> None:
+    """Two rows (the short video whole, the long one as one VBench-Long clip), each finite, one direct result per
+    row, and raw_score == vbench's value exactly."""
+    assert sorted(clip for _, clip in parity.ours) == [-1, 0], sorted(parity.ours)
     assert set(parity.direct) == set(parity.ours)
     for key, row in parity.ours.items():
         assert math.isfinite(row["raw_score"]) and math.isfinite(row["score"]), (key, row)

@@ -29,13 +29,23 @@ from typing import Any, Optional, Union
 from tokentrim.backbones import BACKBONE_KINDS, PIPELINES
 from tokentrim.generate import DTYPES
 from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
+from tokentrim.models.loading import CHECKPOINT_KINDS
+from tokentrim.prompts import SOURCES as PROMPT_SOURCES
+from tokentrim.report.wandb_log import LOGGER_NAMES
 from tokentrim.report.wandb_log import MODES as WANDB_MODES
-from tokentrim.scoring.planning import PROMPT_PROTOCOLS
+from tokentrim.scoring.planning import LONG_PROTOCOLS, PROMPT_PROTOCOLS
+from tokentrim.scoring.scorer_config import SCORER_NAMES
+from tokentrim.tinyworld.prompts import SPLITS as TINYWORLD_SPLITS
 from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
 
 
 class ConfigError(ValueError):
     """A bad config value: one line naming the key, the rule and the value (exit code 2 in the CLI)."""
+
+
+# `launcher.name`: the options of the `conf/launcher` group (each file sets `launcher.name` to its own stem)
+LAUNCHERS: tuple[str, ...] = tuple(sorted(path.stem for path in (Path(__file__).parent / "conf" / "launcher").glob(
+    "*.yaml")))
 
 
 def _choices(name: str, values: Sequence[str]) -> type[enum.Enum]:
@@ -44,47 +54,14 @@ def _choices(name: str, values: Sequence[str]) -> type[enum.Enum]:
 
 
 # ---------------------------------------------------------------------------------------------- choices
-class PromptSource(str, enum.Enum):
-    list = "list"
-    file = "file"
-    vbench = "vbench"
-    tinyworld = "tinyworld"
-
-
-class PromptSplit(str, enum.Enum):
-    train = "train"
-    heldout = "heldout"
-
-
-class ScorerName(str, enum.Enum):
-    tinyworld = "tinyworld"
-    vbench = "vbench"
-
-
-class LongProtocol(str, enum.Enum):
-    auto = "auto"
-    always = "always"
-    never = "never"
-
-
-class LoggerName(str, enum.Enum):
-    none = "none"
-    wandb = "wandb"
-
-
-class LauncherName(str, enum.Enum):
-    local = "local"
-    joblib = "joblib"
-    multigpu = "multigpu"
-    slurm = "slurm"
-
-
-class CheckpointKind(str, enum.Enum):
-    self_forcing = "self_forcing"
-    rolling_forcing = "rolling_forcing"
-
-
 # choices whose consuming modules declare the allowed values (as tuples): one list each, made Enums here
+PromptSource = _choices("PromptSource", PROMPT_SOURCES)
+PromptSplit = _choices("PromptSplit", TINYWORLD_SPLITS)
+ScorerName = _choices("ScorerName", SCORER_NAMES)
+LongProtocol = _choices("LongProtocol", LONG_PROTOCOLS)
+LoggerName = _choices("LoggerName", LOGGER_NAMES)
+LauncherName = _choices("LauncherName", LAUNCHERS)
+CheckpointKind = _choices("CheckpointKind", CHECKPOINT_KINDS)
 DType = _choices("DType", tuple(DTYPES))
 BackboneKind = _choices("BackboneKind", BACKBONE_KINDS)
 PipelineName = _choices("PipelineName", PIPELINES)

@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokentrim.config_schema import ConfigError, PromptSource
-
-SOURCES = tuple(source.value for source in PromptSource)
+# `prompts.source`: the suites `load_prompts` reads (config_schema.PromptSource is built from this tuple)
+SOURCES: tuple[str, ...] = ("list", "file", "vbench", "tinyworld")
 
 
 def load_prompts(cfg: Mapping[str, Any]) -> list[str]:
     """The prompts of a `prompts` section (after `limit`), never empty."""
+    from tokentrim.config_schema import ConfigError  # here: config_schema imports SOURCES from this module
+
     source = cfg["source"]
     if source == "list":
         prompts = list(cfg["prompts"] or [])
@@ -43,6 +44,7 @@ def load_prompts(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def _read_prompt_file(path: str) -> list[str]:
+    from tokentrim.config_schema import ConfigError
     from tokentrim.scoring.prompts import load_prompt_file
 
     try:
@@ -73,6 +75,8 @@ def check_prompts_fit(prompts: Sequence[str], *, backbone: Mapping[str, Any], sc
 
 
 def _check_prompt(check, what: str) -> None:
+    from tokentrim.config_schema import ConfigError
+
     try:
         check()
     except (TypeError, ValueError) as err:

@@ -45,6 +45,8 @@ from tokentrim.report.run_data import RunData
 logger = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
+# `logger.name`: no logger, or W&B (config_schema.LoggerName is built from this tuple)
+LOGGER_NAMES: tuple[str, ...] = ("none", "wandb")
 
 
 def _finite_or_none(x: Any) -> Any:
@@ -272,8 +274,8 @@ def make_logger(logger_cfg: Any) -> WandbLogger | None:
     target = cfg.pop("_target_", None)
     if name in (None, "none") and target is None:
         return None
-    if name not in (None, "wandb"):
-        raise ValueError(f"logger.name must be 'none' or 'wandb', got {name!r}")
+    if name not in (None, *LOGGER_NAMES):
+        raise ValueError(f"logger.name must be one of {list(LOGGER_NAMES)}, got {name!r}")
     fields = {f.name for f in dataclasses.fields(WandbLogger)}
     unknown = sorted(set(cfg) - fields)
     if unknown:

@@ -50,6 +50,7 @@ __all__ = [
     "AUXILIARY_DIMENSIONS",
     "DEFAULT_CLIP_SECONDS",
     "CACHE_FORMAT",
+    "LONG_PROTOCOLS",
     "PROMPT_PROTOCOLS",
     "Plan",
     "PromptOutsideSuiteError",
@@ -78,6 +79,8 @@ AUXILIARY_DIMENSIONS: tuple[str, ...] = (
 CACHE_FORMAT = 1
 SCORER = "vbench"
 PROMPT_PROTOCOLS: tuple[str, ...] = ("auto", "standard", "all")
+# `scorer.long_protocol`: clip videos of >= long_min_seconds ("auto"), every video ("always") or none ("never")
+LONG_PROTOCOLS: tuple[str, ...] = ("auto", "always", "never")
 
 
 class PromptOutsideSuiteError(ValueError):
