@@ -47,6 +47,7 @@ from tokentrim.scoring.aggregation import aggregate_scores
 from tokentrim.scoring.planning import (
     AUXILIARY_DIMENSIONS,
     DEFAULT_CLIP_SECONDS,
+    LONG_PROTOCOLS,
     Unit,
     VideoJob,
     as_jobs,
@@ -370,8 +371,8 @@ def check_score_options(*, long_protocol: str = "auto", scene_split: bool = Fals
                         prompt_protocol: str = "auto") -> None:
     """One-line ValueErrors for the scoring options (`score_videos` keywords), before any decode or model load."""
     check_prompt_protocol(prompt_protocol)
-    if long_protocol not in ("auto", "always", "never"):
-        raise ValueError(f"scorer.long_protocol must be 'auto', 'always' or 'never', got {long_protocol!r}")
+    if long_protocol not in LONG_PROTOCOLS:
+        raise ValueError(f"scorer.long_protocol must be one of {list(LONG_PROTOCOLS)}, got {long_protocol!r}")
     if (scene_split or slow_fast) and long_protocol == "never":
         raise ValueError("scorer.scene_split / scorer.slow_fast act on the VBench-Long clip protocol, which "
                          "long_protocol='never' turns off; set long_protocol to 'auto' or 'always'")
