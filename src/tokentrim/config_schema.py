@@ -149,6 +149,7 @@ class TinyBackboneConfig:
     pipeline: PipelineName
     weights_dir: Optional[str]
     random_weights: bool
+    assets: str  # packaged export folder under tokentrim/assets/ loaded when weights_dir is null
     video: TinyVideoConfig
     sampler: dict[str, Any]
 
