@@ -29,6 +29,7 @@ from typing import Any, Optional, Union
 from tokentrim.backbones import BACKBONE_KINDS, PIPELINES
 from tokentrim.generate import DTYPES
 from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
+from tokentrim.report.detector import DetectorConfig
 from tokentrim.report.wandb_log import MODES as WANDB_MODES
 from tokentrim.scoring.planning import PROMPT_PROTOCOLS
 from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
@@ -124,6 +125,7 @@ class ReportConfig:
     n_boot: int
     plots: bool
     baseline_variant: str
+    detector: DetectorConfig  # report.detector: ranges checked by DetectorConfig itself
 
 
 @dataclasses.dataclass
@@ -472,6 +474,7 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     _ranged(lambda: check_backbone_config(backbone))
     sampler = _ranged(lambda: sampler_config(backbone["pipeline"], resolved_sampler(backbone)), prefix="backbone.")
     _check_run_keys(out)
+    _ranged(lambda: DetectorConfig(**out["report"]["detector"]))
     _check_logger(out["logger"])
 
     # rules across groups
