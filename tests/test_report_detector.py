@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tokentrim.report import make_report
 from tokentrim.report.detector import (
@@ -139,7 +140,7 @@ def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
 NUM_LATENT, NUM_FRAMES, FPS, BATCHES = 60, 237, 8.0, 20
 
 
-def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0):
+def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0, latents=False):
     """A run dir like `tokentrim run backbone=tiny`: 8 videos, 20 batches, 15 clips. Video v drops by 0.4 from clip
     `planted[v]` on (None: no drop); D_t is large exactly at the batches whose clips hold the drop onset, so D_t is a
     perfect detector of the sustained drops. `triggers`: batches that fired (the run's pruning); `lift` is added to the
@@ -171,18 +172,25 @@ def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0):
             lines.append({"video": video, "t": t, "start_frame": 3 * (t - 1), "D": D,
                           "mu": 1.05 if tested else None, "sigma": 0.05 if tested else None,
                           "threshold": (1.15 if t not in triggers else 0.5) if tested else None,
-                          "is_warmup": not tested, "is_tested": tested, "triggered": t in triggers and tested})
+                          "is_warmup": not tested, "is_tested": tested, "triggered": t in triggers and tested,
+                          "grid": [4, 4]})
+        if latents:  # [F, C, H, W] on a 4 x 4 token grid: replayed signals that do not match the logged D
+            from safetensors.torch import save_file
+
+            (run / "latents").mkdir(exist_ok=True)
+            save_file({"latents": torch.from_numpy(rng.standard_normal((NUM_LATENT, 4, 8, 8)).astype(np.float32))},
+                      str(run / "latents" / f"{video}.safetensors"))
         (run / "events" / f"{video}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     pd.DataFrame(videos).to_csv(run / "videos.csv", index=False)
     pd.DataFrame(scores).assign(error="", content_hash="").to_csv(run / "scores.csv", index=False)
     (run / "config.yaml").write_text(f"variant: {name}\nscorer:\n  name: tinyworld\n  clip_seconds: 2.0\n"
-                                     f"trim:\n  name: {trim}\n")
+                                     f"trim:\n  name: {trim}\n  enabled: {str(trim != 'none').lower()}\n")
     return run
 
 
 def test_report_scores_a_planted_detector_and_the_paired_effect(tmp_path):
     planted = [5, 8, None, 11, 3, None, 9, 6]
-    _write_run(tmp_path, "baseline", trim="none", planted=planted, rng=np.random.default_rng(0))
+    _write_run(tmp_path, "baseline", trim="none", planted=planted, rng=np.random.default_rng(0), latents=True)
     _write_run(tmp_path, "tokentrim", trim="tokentrim", planted=planted, rng=np.random.default_rng(0),
                triggers=(10, 15), lift=0.1)
     cfg = {"dimensions": None, "permutations": 300}
@@ -205,7 +213,15 @@ def test_report_scores_a_planted_detector_and_the_paired_effect(tmp_path):
     assert effect["run"] == "tokentrim" and effect["triggered_videos"] == 8
     assert effect["delta"] == pytest.approx(0.1, abs=0.02) and effect["ci_lo"] < effect["delta"] < effect["ci_hi"]
     text = paths.tables["detector_md"].read_text()
-    assert "Table D3" in text and "Table D4" in text
+    assert "Table D3" in text and "Table D4" in text and "Table D5" in text
+    signals = table[(table["table"] == "signals") & (table["definition"] == "sustained")]
+    assert set(signals["run"]) == {"baseline"}  # replayed only where the rule never pruned
+    assert set(signals["signal"]) == {"run D_t (logged)", "l2", "cosine", "l2_max", "l2_all_tokens", "l2_from_first"}
+    logged = signals[signals["signal"] == "run D_t (logged)"].iloc[0]
+    assert logged["auc_within_video"] == raw["auc_within_video"] and logged["precision"] == 1.0
+    noise = signals[signals["signal"] == "l2"].iloc[0]  # random latents: the replay knows nothing of the drops
+    assert abs(noise["auc_within_video"] - 0.5) < 0.2
+    assert "differs from the logged D_t" in text  # and the report says the latents are not what the rule saw
     again = make_report(tmp_path, n_boot=200, plots=False, detector=cfg)  # seeded: the same numbers
     assert again.tables["detector_csv"].read_text() == paths.tables["detector_csv"].read_text()
 

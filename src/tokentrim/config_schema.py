@@ -32,7 +32,8 @@ from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
 from tokentrim.report.detector import DetectorConfig
 from tokentrim.report.wandb_log import MODES as WANDB_MODES
 from tokentrim.scoring.planning import PROMPT_PROTOCOLS
-from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
+from tokentrim.trim.tokentrim import (DRIFT_METRICS, DRIFT_REFERENCES, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES,
+                                     TokenTrimConfig)
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,7 @@ PipelineName = _choices("PipelineName", PIPELINES)
 WandbMode = _choices("WandbMode", WANDB_MODES)
 Severity = _choices("Severity", SEVERITIES)
 DriftMetric = _choices("DriftMetric", DRIFT_METRICS)
+DriftReference = _choices("DriftReference", DRIFT_REFERENCES)
 Scope = _choices("Scope", SCOPES)
 RegenNoise = _choices("RegenNoise", REGEN_NOISE)
 DriftSource = _choices("DriftSource", DRIFT_SOURCES)
@@ -99,7 +101,7 @@ PromptProtocol = _choices("PromptProtocol", PROMPT_PROTOCOLS)
 FlowMoTarget = _choices("FlowMoTarget", TARGETS)
 FlowMoOptimizer = _choices("FlowMoOptimizer", OPTIMIZERS)
 CHOICE_OVERLAYS: dict[type, dict[str, type[enum.Enum]]] = {
-    TokenTrimConfig: {"severity": Severity, "drift_metric": DriftMetric, "scope": Scope, "regen_noise": RegenNoise,
+    TokenTrimConfig: {"severity": Severity, "drift_metric": DriftMetric, "drift_reference": DriftReference, "scope": Scope, "regen_noise": RegenNoise,
                       "drift_source": DriftSource},
     FlowMoConfig: {"target": FlowMoTarget, "optimizer": FlowMoOptimizer},
 }

@@ -43,6 +43,12 @@ logger = logging.getLogger(__name__)
 DEFINITIONS = ("sustained", "step")
 DIRECTIONS = ("drop", "rise")
 TINYWORLD_SCORER = "tinyworld"
+# the rule's own signal and one knob changed at a time (dynamic_p is absent: it changes how many tokens a trigger
+# prunes, not D_t nor the firing, so its detector row is the l2 row)
+DEFAULT_SIGNALS: dict[str, dict[str, Any]] = {
+    "l2": {}, "cosine": {"drift_metric": "cosine"}, "l2_max": {"severity": "max"}, "l2_all_tokens": {"p": 1.0},
+    "l2_from_first": {"drift_reference": "first"},
+}
 
 
 @dataclasses.dataclass
@@ -61,6 +67,8 @@ class DetectorConfig:
         effect_clips: clips after each trigger (from the trigger batch's first clip) where the paired effect is taken.
         permutations: random placements of the firings per test (0: no permutation test).
         seed: seed of the permutations and of the effect's bootstrap.
+        signals: monitor-only signals replayed on the saved final latents of runs that never pruned
+            (`report.signals`): name -> TokenTrimConfig overrides of the run's own trim knobs; {} = none.
     """
 
     enabled: bool = True
@@ -73,6 +81,7 @@ class DetectorConfig:
     effect_clips: int = 2
     permutations: int = 2000
     seed: int = 0
+    signals: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SIGNALS))
 
     def __post_init__(self) -> None:
         bad = [d for d in self.definitions if d not in DEFINITIONS]
@@ -88,6 +97,12 @@ class DetectorConfig:
         if self.dimensions is not None and not self.dimensions:
             raise ValueError("report.detector.dimensions must be null (every scored TinyWorld dimension) or a "
                              "non-empty list, got []")
+        from tokentrim.report.signals import signal_config
+
+        for name, overrides in self.signals.items():
+            if not str(name).isidentifier():
+                raise ValueError(f"report.detector.signals names must be identifiers, got {name!r}")
+            signal_config({}, overrides or {}, name)  # raises on an unknown knob or a bad value
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -307,8 +322,27 @@ def run_dimensions(run: RunData, cfg: DetectorConfig) -> list[str]:
 
 
 def signal_columns(events: pd.DataFrame) -> list[str]:
-    """Extra per-batch signals the events carry (`signal_<name>` keys), in name order."""
-    return sorted(c for c in events.columns if str(c).startswith("signal_"))
+    """Extra per-batch signals (`signal_<name>` columns: the replayed signals, or keys the events carry), in name
+    order; their `_z` / `_fired` companions are not signals of their own."""
+    return sorted(c for c in events.columns if str(c).startswith("signal_") and not str(c).endswith(("_z", "_fired")))
+
+
+def replayed_signals(run: RunData, cfg: DetectorConfig, video: str, ev: pd.DataFrame) -> dict[str, np.ndarray]:
+    """`report.detector.signals` replayed on the video's saved latents ({} when none are configured, the run pruned,
+    or it saved no latents: `batch_frame` names the last two in its notes)."""
+    from tokentrim.report.signals import load_latents, signal_config, video_signals
+
+    trim = dict(_dig(run.config or {}, "trim", {}) or {})
+    if not cfg.signals or trim.get("enabled", True):
+        return {}
+    latents = load_latents(run.run_dir, video)  # [F, C, H, W]
+    if latents is None:
+        return {}
+    grid = next((g for g in ev["grid"] if isinstance(g, list) and len(g) == 2), None)
+    if grid is None:
+        raise ValueError(f"{run.run_dir}/events/{video}.jsonl has no token grid: the signals cannot be replayed")
+    configs = {name: signal_config(trim, overrides or {}, name) for name, overrides in cfg.signals.items()}
+    return video_signals(latents, ev["start_frame"].astype(int).tolist(), grid, configs)
 
 
 def batch_frame(run: RunData, cfg: DetectorConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -349,6 +383,7 @@ def batch_frame(run: RunData, cfg: DetectorConfig) -> tuple[pd.DataFrame, pd.Dat
         with np.errstate(all="ignore"):
             z = np.where(tested & (sigma > 0), (D - mu) / sigma, np.nan)
         extra = {c: ev[c].to_numpy(dtype=float) for c in signal_columns(ev)}
+        extra.update(replayed_signals(run, cfg, video, ev))
         for b in range(len(ev)):
             row = {"video": video, "prompt": meta["prompt"], "seed": meta["seed"], "t": int(ev["t"].iloc[b]),
                    "D": D[b], "z": z[b], "tested": bool(tested[b]),
@@ -399,6 +434,36 @@ def trigger_rows(batches: pd.DataFrame, cfg: DetectorConfig, rng: np.random.Gene
     return rows
 
 
+def signal_rows(batches: pd.DataFrame, cfg: DetectorConfig, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Signals side by side, one row per (definition, signal) for the drop labels: AUC of D (pooled, within video),
+    AUC of its (D - mu) / sigma within video, its firings' precision vs the permutation baseline, and the
+    within-video AUC of D against RISES (the noise floor). Signals: the run's logged D_t and each replayed one."""
+    rows = []
+    columns = {"D": ("z", "fired", "run D_t (logged)")}
+    columns.update({c: (f"{c}_z", f"{c}_fired", c[len("signal_"):]) for c in signal_columns(batches)
+                    if f"{c}_fired" in batches.columns})
+    groups_all = batches["video"].to_numpy()
+    for definition in cfg.definitions:
+        y_all = batches[f"{definition}_drop"].to_numpy(dtype=bool)
+        rise_all = batches[f"{definition}_rise"].to_numpy(dtype=bool)
+        for d_col, (z_col, fired_col, name) in columns.items():
+            d = batches[d_col].to_numpy(dtype=float)
+            z = batches[z_col].to_numpy(dtype=float)
+            has_d, has_z = np.isfinite(d), np.isfinite(z)
+            tested = batches["tested"].to_numpy(dtype=bool)
+            fired = batches[fired_col].to_numpy(dtype=bool) & tested
+            precision, recall = precision_recall(fired[tested], y_all[tested])
+            perm = permutation_test(fired[tested], y_all[tested], groups_all[tested], cfg.permutations, rng)
+            rows.append({"definition": definition, "signal": name, "batches": int(has_d.sum()),
+                         "positives": int(y_all[has_d].sum()), "auc_pooled": roc_auc(d[has_d], y_all[has_d]),
+                         "auc_within_video": within_group_auc(d[has_d], y_all[has_d], groups_all[has_d]),
+                         "z_auc_within_video": within_group_auc(z[has_z], y_all[has_z], groups_all[has_z]),
+                         "fired": int(fired.sum()), "precision": precision, "recall": recall,
+                         "perm_precision": perm["perm_precision"], "p_value": perm["p_value"],
+                         "rise_auc_within_video": within_group_auc(d[has_d], rise_all[has_d], groups_all[has_d])})
+    return rows
+
+
 def effect_values(variant: tuple[pd.DataFrame, pd.DataFrame], baseline_clips: pd.DataFrame,
                   pairs: Mapping[str, str], effect_clips: int) -> np.ndarray:
     """Per triggered video, mean over the clips after its triggers of (variant - baseline) clip scores.
@@ -431,6 +496,7 @@ class DetectorResult:
     auc: pd.DataFrame
     triggers: pd.DataFrame
     effect: pd.DataFrame
+    signals: pd.DataFrame
     notes: list[str]
     batches: dict[tuple[str, str], pd.DataFrame]
 
@@ -452,7 +518,7 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
     whose layout cannot be derived is named in `notes`, not dropped silently)."""
     from tokentrim.report.aggregate import find_baseline
 
-    labels, aucs, trig, eff, notes = [], [], [], [], []
+    labels, aucs, trig, eff, sig, notes = [], [], [], [], [], []
     frames: dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]] = {}
     for run in runs:
         if not has_tinyworld_scores(run):
@@ -461,11 +527,21 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
             frames[(run.backbone, run.label)] = batch_frame(run, cfg)
         except ValueError as err:
             notes.append(f"{run.backbone} / {run.label}: skipped ({str(err).splitlines()[0]})")
+            continue
+        monitor = not (_dig(run.config or {}, "trim", {}) or {}).get("enabled", True)
+        if cfg.signals and monitor and not (run.run_dir / "latents").is_dir():
+            notes.append(f"{run.backbone} / {run.label}: no saved latents (generate with save_latents=true), so "
+                         f"report.detector.signals were not replayed")
     for (backbone, label), (batches, _) in frames.items():
         if batches.empty:
             notes.append(f"{backbone} / {label}: no batches with events")
             continue
         key = {"backbone": backbone, "run": label}
+        for name in [n for n, o in cfg.signals.items() if not o and f"signal_{n}" in batches.columns]:
+            gap = np.nanmax(np.abs(batches[f"signal_{name}"].to_numpy(float) - batches["D"].to_numpy(float)))
+            if not gap <= 1e-3 * np.nanmax(np.abs(batches["D"].to_numpy(float))):  # the replay must match the log
+                notes.append(f"{backbone} / {label}: the replayed signal {name!r} (no overrides) differs from the "
+                             f"logged D_t by up to {gap:.3g}: the saved latents are not what the rule saw")
         for definition in cfg.definitions:
             row = dict(key, definition=definition, videos=batches["video"].nunique(), batches=len(batches))
             for direction in DIRECTIONS:
@@ -476,6 +552,8 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
             labels.append(row)
         aucs += [dict(key, **r) for r in auc_rows(batches, cfg)]
         trig += [dict(key, **r) for r in trigger_rows(batches, cfg, _seeded(cfg, backbone, label, "perm"))]
+        if any(f"{c}_fired" in batches.columns for c in signal_columns(batches)):
+            sig += [dict(key, **r) for r in signal_rows(batches, cfg, _seeded(cfg, backbone, label, "signals"))]
     for (backbone, label), variant in frames.items():
         base = find_baseline(runs, backbone, baseline)
         if base is None or base.label == label or (backbone, base.label) not in frames or not variant[0]["fired"].any():
@@ -488,7 +566,8 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
         mean, lo, hi = bootstrap_mean_ci(values, n_boot, _seeded(cfg, backbone, label, "effect"), ci)
         eff.append({"backbone": backbone, "run": label, "baseline": base.label, "triggered_videos": len(values),
                     "effect_clips": cfg.effect_clips, "delta": mean, "ci_lo": lo, "ci_hi": hi})
-    return DetectorResult(pd.DataFrame(labels), pd.DataFrame(aucs), pd.DataFrame(trig), pd.DataFrame(eff), notes,
+    return DetectorResult(pd.DataFrame(labels), pd.DataFrame(aucs), pd.DataFrame(trig), pd.DataFrame(eff),
+                          pd.DataFrame(sig), notes,
                           {k: v[0] for k, v in frames.items()})
 
 
@@ -550,13 +629,27 @@ def detector_markdown(result: DetectorResult, cfg: DetectorConfig, *, n_boot: in
         frame["ci"] = [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(frame["ci_lo"], frame["ci_hi"])]
         out += _md_table(frame, [("backbone", "backbone"), ("run", "run"), ("baseline", "vs"),
                                  ("triggered_videos", "triggered videos"), ("delta", "Δ score"), ("ci", "CI")])
+    if not result.signals.empty:
+        out += ["", f"**Table D5.** Drift signals side by side (monitor-only: the rule replayed on the run's saved "
+                f"final latents with one knob changed, `report.detector.signals`; `run D_t` is the logged signal). "
+                f"Drops; AUC of D_t pooled and within video, AUC of the rule's statistic (D-mu)/sigma within video, "
+                f"the rule's would-be firings vs random placements ({cfg.permutations} permutations), and the "
+                f"within-video AUC of D_t against RISES (the noise floor: a detector of noise fires on rises too). "
+                f"dynamic_p has no row: it changes how many tokens a trigger prunes, not D_t nor the firing.", ""]
+        out += _md_table(result.signals, [("backbone", "backbone"), ("run", "run"), ("definition", "definition"),
+                                          ("signal", "signal"), ("batches", "batches"), ("positives", "positives"),
+                                          ("auc_pooled", "AUC pooled"), ("auc_within_video", "AUC within"),
+                                          ("z_auc_within_video", "(D-mu)/sigma AUC within"), ("fired", "fired"),
+                                          ("precision", "precision"), ("perm_precision", "random precision"),
+                                          ("p_value", "p"), ("rise_auc_within_video", "AUC within vs rises")])
     return "\n".join(out) + "\n"
 
 
 def detector_csv(result: DetectorResult) -> str:
     """Every number in one long CSV (table, backbone, run, definition, direction, signal, and the table's columns)."""
     parts = [frame.assign(table=name) for name, frame in (("labels", result.labels), ("auc", result.auc),
-                                                          ("triggers", result.triggers), ("effect", result.effect))
+                                                          ("triggers", result.triggers), ("effect", result.effect),
+                                                          ("signals", result.signals))
              if not frame.empty]
     if not parts:
         return "table\n"
