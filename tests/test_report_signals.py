@@ -70,3 +70,26 @@ def test_signal_configs_refuse_knobs_a_replay_cannot_change():
     with pytest.raises(ValueError, match="report.detector.signals"):
         DetectorConfig(signals={"bad": {"p": 2.0}})
     assert signal_config({"p": 0.2, "scope": "all", "enabled": True}, {}, "l2").enabled is False
+
+
+def _validate(*overrides: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from tokentrim import cli
+
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    cli.validate(cfg, command="score")
+
+
+def test_experiment_detectors_composes_and_a_bad_signal_is_one_line():
+    from tokentrim.config_schema import ConfigError
+
+    _validate("experiment=detectors", "backbone=tiny_drift")
+    _validate("experiment=detectors", "trim=none", "trim.drift_source=first_step", "variant=monitor_first_step",
+              "baseline=false")
+    with pytest.raises(ConfigError) as err:
+        _validate("+report.detector.signals.x={p: 3.0}")
+    assert str(err.value) == "report.detector.signals.x: trim.p must be in (0, 1], got 3.0"
+    with pytest.raises(ConfigError, match="report.detector.permutations must be >= 0"):
+        _validate("report.detector.permutations=-1")
