@@ -356,6 +356,8 @@ def batch_frame(run: RunData, cfg: DetectorConfig) -> tuple[pd.DataFrame, pd.Dat
     if clip_seconds is None:
         raise ValueError(f"{run.run_dir}/config.yaml has no scorer.clip_seconds: the batch -> clip mapping needs it")
     dims = run_dimensions(run, cfg)
+    if "start_frame" not in run.events.columns:
+        raise ValueError(f"{run.run_dir}/events have no start_frame: the batch -> latent frame mapping needs it")
     if "num_latent_frames" not in run.videos.columns:
         raise ValueError(f"{run.run_dir}/videos.csv has no num_latent_frames: the VAE's temporal stride needs it")
     ok = run.ok_videos.set_index("video")
