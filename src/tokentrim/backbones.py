@@ -170,7 +170,7 @@ def resolved_sampler(cfg: Mapping[str, Any]) -> dict:
         return dict(cfg["sampler"])
     from tokentrim.tinyworld.backbone import shipped_sampler
 
-    return {**shipped_sampler(cfg.get("weights_dir")), **dict(cfg.get("sampler") or {})}
+    return {**shipped_sampler(cfg.get("weights_dir"), cfg.get("assets")), **dict(cfg.get("sampler") or {})}
 
 
 def make_pipeline(backbone: Backbone, *, trim=None, flowmo=None):
@@ -203,7 +203,7 @@ def _build_tinyworld(cfg: Mapping[str, Any], *, device: str, dtype: torch.dtype)
     from tokentrim.tinyworld.backbone import load_tinyworld
     from tokentrim.tinyworld.prompts import guidance_prompts
 
-    tw = load_tinyworld(device=device, dtype=dtype, weights_dir=cfg.get("weights_dir"))
+    tw = load_tinyworld(device=device, dtype=dtype, weights_dir=cfg.get("weights_dir"), assets=cfg.get("assets"))
     sampler = resolved_sampler(cfg)
     guided = sampler_config(cfg["pipeline"], sampler).guided
     model = tw.model

@@ -188,7 +188,8 @@ def report_stage(cfg: DictConfig, wandb_variants: list[str] | None = None) -> Pa
     target = Path(cfg.report.dir) if cfg.report.dir else experiment_dir(cfg)
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
     paths = make_report(target, baseline=str(cfg.report.baseline_variant), n_boot=cfg.report.n_boot,
-                        plots=cfg.report.plots, logger_cfg=logger_cfg, wandb_variants=wandb_variants)
+                        plots=cfg.report.plots, logger_cfg=logger_cfg, wandb_variants=wandb_variants,
+                        detector=OmegaConf.to_container(cfg.report.detector, resolve=True))
     logger.info("report written to %s", paths.out_dir)
     sys.stdout.write(Path(paths.tables["table_md"]).read_text(encoding="utf-8") + "\n")  # the README's promise
     sys.stdout.flush()

@@ -31,12 +31,14 @@ from tokentrim.generate import DTYPES
 from tokentrim.init.flowmo import OPTIMIZERS, TARGETS, FlowMoConfig
 from tokentrim.models.loading import CHECKPOINT_KINDS
 from tokentrim.prompts import SOURCES as PROMPT_SOURCES
+from tokentrim.report.detector import DetectorConfig
 from tokentrim.report.wandb_log import LOGGER_NAMES
 from tokentrim.report.wandb_log import MODES as WANDB_MODES
 from tokentrim.scoring.planning import LONG_PROTOCOLS, PROMPT_PROTOCOLS
 from tokentrim.scoring.scorer_config import SCORER_NAMES
 from tokentrim.tinyworld.prompts import SPLITS as TINYWORLD_SPLITS
-from tokentrim.trim.tokentrim import DRIFT_METRICS, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES, TokenTrimConfig
+from tokentrim.trim.tokentrim import (DRIFT_METRICS, DRIFT_REFERENCES, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES,
+                                     TokenTrimConfig)
 
 
 class ConfigError(ValueError):
@@ -68,6 +70,7 @@ PipelineName = _choices("PipelineName", PIPELINES)
 WandbMode = _choices("WandbMode", WANDB_MODES)
 Severity = _choices("Severity", SEVERITIES)
 DriftMetric = _choices("DriftMetric", DRIFT_METRICS)
+DriftReference = _choices("DriftReference", DRIFT_REFERENCES)
 Scope = _choices("Scope", SCOPES)
 RegenNoise = _choices("RegenNoise", REGEN_NOISE)
 DriftSource = _choices("DriftSource", DRIFT_SOURCES)
@@ -75,7 +78,7 @@ PromptProtocol = _choices("PromptProtocol", PROMPT_PROTOCOLS)
 FlowMoTarget = _choices("FlowMoTarget", TARGETS)
 FlowMoOptimizer = _choices("FlowMoOptimizer", OPTIMIZERS)
 CHOICE_OVERLAYS: dict[type, dict[str, type[enum.Enum]]] = {
-    TokenTrimConfig: {"severity": Severity, "drift_metric": DriftMetric, "scope": Scope, "regen_noise": RegenNoise,
+    TokenTrimConfig: {"severity": Severity, "drift_metric": DriftMetric, "drift_reference": DriftReference, "scope": Scope, "regen_noise": RegenNoise,
                       "drift_source": DriftSource},
     FlowMoConfig: {"target": FlowMoTarget, "optimizer": FlowMoOptimizer},
 }
@@ -101,6 +104,7 @@ class ReportConfig:
     n_boot: int
     plots: bool
     baseline_variant: str
+    detector: DetectorConfig  # report.detector: ranges checked by DetectorConfig itself
 
 
 @dataclasses.dataclass
@@ -126,6 +130,7 @@ class TinyBackboneConfig:
     pipeline: PipelineName
     weights_dir: Optional[str]
     random_weights: bool
+    assets: str  # packaged export folder under tokentrim/assets/ loaded when weights_dir is null
     video: TinyVideoConfig
     sampler: dict[str, Any]
 
@@ -448,6 +453,7 @@ def check_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     _ranged(lambda: check_backbone_config(backbone))
     sampler = _ranged(lambda: sampler_config(backbone["pipeline"], resolved_sampler(backbone)), prefix="backbone.")
     _check_run_keys(out)
+    _ranged(lambda: DetectorConfig(**out["report"]["detector"]))
     _check_logger(out["logger"])
 
     # rules across groups

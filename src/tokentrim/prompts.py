@@ -60,10 +60,10 @@ def check_prompts_fit(prompts: Sequence[str], *, backbone: Mapping[str, Any], sc
     """Prompts the run cannot use, refused before generation: the TinyWorld model reads only its grammar's words
     (within its text length), and the TinyWorld scorer parses each prompt into the scene it checks."""
     if backbone["kind"] == "tinyworld":
-        from tokentrim.tinyworld.backbone import default_weights_dir, read_export_config
+        from tokentrim.tinyworld.backbone import read_export_config, weights_folder
         from tokentrim.tinyworld.prompts import Tokenizer
 
-        folder = Path(backbone["weights_dir"]) if backbone.get("weights_dir") else default_weights_dir()
+        folder = weights_folder(backbone.get("weights_dir"), backbone.get("assets"))
         tokenizer = Tokenizer(max_length=int(read_export_config(folder)["text_encoder"]["max_length"]))
         for prompt in prompts:
             _check_prompt(lambda: tokenizer.encode(prompt), "the TinyWorld model's vocabulary (backbone=tiny)")

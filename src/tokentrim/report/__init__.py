@@ -5,7 +5,8 @@ Entry point: `make_report(run_or_sweep_dir, ...)`, called by `tokentrim report <
 and scoring, and re-running it rewrites the same files (all writes atomic, bootstrap seeded).
 
 Modules: `run_data` (loading), `aggregate` (explicit aggregation + bootstrap), `tables` (table.md/csv/tex),
-`plots` (PNG figures), `wandb_log` (W&B, offline by default).
+`plots` (PNG figures), `detector` (drift signal vs TinyWorld ground truth: detector.md), `wandb_log` (W&B,
+offline by default).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tokentrim.report import plots as figs
 from tokentrim.report.atomic_io import remove_stale_temps, write_text_atomic
 from tokentrim.report.aggregate import find_baseline
 from tokentrim.report.completeness import missing_parts
+from tokentrim.report.detector import write_detector_report
 from tokentrim.report.run_data import BASELINE, RunData, differing_parameters, find_run_dirs, flatten_config, load_runs
 from tokentrim.report.tables import build_tables, write_tables
 
@@ -146,6 +148,7 @@ def make_report(
     max_heatmaps: int = 4,
     frame_strip_times: int = 6,
     wandb_variants: Sequence[str] | None = None,
+    detector: Any = None,
 ) -> ReportPaths:
     """Write table.md / table.csv / table.tex (+ plots/*.png, + W&B) for a run dir or a sweep dir.
 
@@ -165,6 +168,8 @@ def make_report(
         token_grid: latent token grid (h, w) for drift heatmaps when events carry no "grid"; None = most square.
         max_video_plots / max_heatmaps (`int`, default 4): per run, how many per-video drift plots / heatmaps.
         frame_strip_times (`int`, default 6): frames per row of the baseline-vs-variant strip.
+        detector: `report.detector` (a mapping or `detector.DetectorConfig`; None = its defaults): detector.md /
+            detector.csv / plots/detector_roc_*.png for runs scored with scorer=tinyworld (`report.detector`).
 
     Raises:
         FileNotFoundError: the directory does not exist or holds no videos.csv at any depth <= 4.
@@ -195,6 +200,9 @@ def make_report(
             run_plots[(run.backbone, run.label)] = own
         params = list(sweep_params) if sweep_params is not None else swept_parameters(runs, baseline)
         sweep_plots = _param_plots(runs, tables.frame, plot_dir, params, baseline, sweep_metric)
+    detector_paths = write_detector_report(runs, out, detector, baseline=baseline, n_boot=n_boot, ci=ci, plots=plots)
+    table_paths.update({k: p for k, p in detector_paths.items() if not k.startswith("detector_roc")})
+    sweep_plots += [p for k, p in detector_paths.items() if k.startswith("detector_roc")]
     written_plots = [*(p for own in run_plots.values() for p in own), *sweep_plots]
     wandb_runs: list[Path] = []
     from tokentrim.report.wandb_log import make_logger

@@ -282,3 +282,32 @@ def plot_frame_strip(
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plot_detector_roc(batches: pd.DataFrame, signals: dict[str, str], definitions: Sequence[str],
+                      path: str | os.PathLike, *, title: str = "") -> Path:
+    """ROC curves of each per-batch signal against the drop labels of each definition (one panel per definition),
+    with the rise labels of the raw D_t dashed as the noise floor. batches: `report.detector.batch_frame` rows."""
+    from tokentrim.report.detector import roc_auc, roc_curve
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(definitions), figsize=(4.6 * len(definitions), 4.4), squeeze=False)
+    for ax, definition in zip(axes[0], definitions):
+        for column, name in signals.items():
+            data = batches[np.isfinite(batches[column].to_numpy(dtype=float))]
+            y, s = data[f"{definition}_drop"].to_numpy(dtype=bool), data[column].to_numpy(dtype=float)
+            if y.any() and (~y).any():
+                fpr, tpr = roc_curve(s, y)
+                ax.plot(fpr, tpr, label=f"{name}: {roc_auc(s, y):.2f}")
+        data = batches[np.isfinite(batches["D"].to_numpy(dtype=float))]
+        y = data[f"{definition}_rise"].to_numpy(dtype=bool)
+        if y.any() and (~y).any():
+            fpr, tpr = roc_curve(data["D"].to_numpy(dtype=float), y)
+            ax.plot(fpr, tpr, ls="--", color="grey", label=f"D_t vs rises: {roc_auc(data['D'], y):.2f}")
+        ax.plot([0, 1], [0, 1], color="black", lw=0.6)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{definition} drops",
+               xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7, loc="lower right", title="AUC", title_fontsize=7)
+    fig.suptitle(_shorten(title, 110), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

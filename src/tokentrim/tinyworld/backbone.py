@@ -50,9 +50,30 @@ class TinyWorldBackbone:
     git_sha: str
 
 
-def default_weights_dir() -> Path:
-    """The packaged `tokentrim/assets/tinyworld` folder."""
-    return Path(str(resources.files("tokentrim") / "assets" / "tinyworld"))
+DEFAULT_ASSETS = "tinyworld"  # the packaged export `backbone=tiny` loads; `backbone=tiny_drift` loads "tinyworld_drift"
+
+
+def default_weights_dir(assets: str = DEFAULT_ASSETS) -> Path:
+    """The packaged `tokentrim/assets/<assets>` folder (`backbone.assets`)."""
+    return Path(str(resources.files("tokentrim") / "assets" / assets))
+
+
+def weights_folder(weights_dir: str | os.PathLike | None = None, assets: str | None = None) -> Path:
+    """The export folder a TinyWorld backbone loads: `backbone.weights_dir` when set, else the packaged
+    `tokentrim/assets/<backbone.assets>` (default "tinyworld"). The one place this choice is made.
+
+    Raises:
+        ValueError: `assets` names no packaged folder (one line naming the key and the folders that exist).
+    """
+    if weights_dir:
+        return Path(weights_dir)
+    name = assets or DEFAULT_ASSETS
+    folder = default_weights_dir(name)
+    if "/" in name or name.startswith(".") or not folder.is_dir():
+        root = Path(str(resources.files("tokentrim") / "assets"))
+        shipped = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+        raise ValueError(f"backbone.assets must name a packaged TinyWorld export, one of {shipped}, got {name!r}")
+    return folder
 
 
 def read_export_config(folder: Path) -> dict:
@@ -71,9 +92,9 @@ def read_export_config(folder: Path) -> dict:
     return config
 
 
-def shipped_sampler(weights_dir: str | os.PathLike | None = None) -> dict:
+def shipped_sampler(weights_dir: str | os.PathLike | None = None, assets: str | None = None) -> dict:
     """The sampler an export ships (`config.json` `sampler`), read without loading any weights."""
-    return dict(read_export_config(Path(weights_dir) if weights_dir else default_weights_dir())["sampler"])
+    return dict(read_export_config(weights_folder(weights_dir, assets))["sampler"])
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -104,9 +125,10 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 
 def load_tinyworld(device: str = "cpu", dtype: torch.dtype = torch.float32,
-                   weights_dir: str | None = None) -> TinyWorldBackbone:
-    """Load the shipped TinyWorld model (or an export in `weights_dir`) for inference on `device` in `dtype`."""
-    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+                   weights_dir: str | None = None, assets: str | None = None) -> TinyWorldBackbone:
+    """Load a packaged TinyWorld model (`assets`, default the shipped "tinyworld") or an export in `weights_dir`
+    for inference on `device` in `dtype`."""
+    folder = weights_folder(weights_dir, assets)
     config = read_export_config(folder)
 
     model = CausalWanModel(**config["dit"])

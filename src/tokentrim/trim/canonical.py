@@ -3,7 +3,7 @@ same measurements (D_t, S_t), the same trigger decisions and the same prunes on 
 drift logs are the same (only descriptive fields such as the logged threshold or `is_tested` may differ).
 
 Knobs that cannot matter are dropped, each for a reason that follows from `TokenTrim.decide` and the pipelines:
-  * measurement knobs (p, severity, drift_metric, drift_source) always matter: they define the logged D_t and S_t;
+  * measurement knobs (p, severity, drift_metric, drift_reference, drift_source) always matter: they define the logged D_t and S_t;
   * the rule never triggers when it is disabled, when lam = inf, or when the video has fewer than W + 2 batches
     (no batch is tested); then every decision and pruning knob is dropped (a "monitor");
   * with max_retries = 0 a trigger is logged but nothing is pruned or regenerated: the pruning knobs are dropped;

@@ -48,6 +48,7 @@ REGEN_NOISE = ("same", "fresh")
 DRIFT_SOURCES = ("final", "first_step")
 SEVERITIES = ("mean", "max")
 DRIFT_METRICS = ("l2", "cosine")
+DRIFT_REFERENCES = ("previous", "first")
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TokenTrimConfig:
         sigma_floor: sigma is replaced by max(sigma, sigma_floor * mu); 0 disables.
         severity: "mean" | "max" aggregation of d over S_t.
         drift_metric: "l2" (paper) | "cosine".
+        drift_reference: the summary d_i compares with: "previous" (Z_{t-1}, the paper) | "first" (Z_1, the first
+            accepted batch: the sink block; a slow drift that no consecutive difference shows accumulates here).
         scope: cached frames pruned on a trigger: "all_but_sink" | "last_batch" | "all".
         regen_noise: "same" (replay the batch's noise) | "fresh".
         drift_source: "final" (x0 after the last step) | "first_step" (x0 after the first step; abort early).
@@ -79,6 +82,7 @@ class TokenTrimConfig:
     sigma_floor: float = 0.0
     severity: str = "mean"
     drift_metric: str = "l2"
+    drift_reference: str = "previous"
     scope: str = "all_but_sink"
     regen_noise: str = "same"
     drift_source: str = "final"
@@ -121,6 +125,7 @@ def check_trim_config(cfg: TokenTrimConfig) -> None:
         raise ValueError(f"trim.dynamic_p_max must be in [p, 1] = [{cfg.p}, 1], got {cfg.dynamic_p_max}")
     choice("severity", SEVERITIES)
     choice("drift_metric", DRIFT_METRICS)
+    choice("drift_reference", DRIFT_REFERENCES)
     choice("scope", SCOPES)
     choice("regen_noise", REGEN_NOISE)
     choice("drift_source", DRIFT_SOURCES)
@@ -156,6 +161,7 @@ class TokenTrim:
         self.t = 0  # batches accepted so far
         self.stats = RunningStats()
         self.prev_summary: torch.Tensor | None = None
+        self.first_summary: torch.Tensor | None = None  # Z_1, the reference of drift_reference="first"
 
     def decide(self, block_tokens: torch.Tensor) -> Decision:
         """Test the candidate batch t = self.t + 1 (1-based). block_tokens: [F, N, c]. Does not change state."""
@@ -165,7 +171,8 @@ class TokenTrim:
         if self.prev_summary is None:  # batch 1: nothing to compare with
             return Decision(t, summary, None, None, None, cfg.warmup > 0, False, False,
                             dict(D=None, mu=None, sigma=None, threshold=None))
-        d = drift_ops.token_drift(summary, self.prev_summary, cfg.drift_metric)  # [N]
+        reference = self.first_summary if cfg.drift_reference == "first" else self.prev_summary  # [N, c]
+        d = drift_ops.token_drift(summary, reference, cfg.drift_metric)  # [N]
         unstable = drift_ops.unstable_set(d, drift_ops.num_unstable(cfg.p, d.numel()))  # [k]
         severity = drift_ops.severity(d, unstable, cfg.severity)  # []
         is_tested = t - 2 >= cfg.warmup  # the statistics hold the t - 2 accepted severities of batches 2..t-1
@@ -196,11 +203,13 @@ class TokenTrim:
         if decision.severity is not None:
             self.stats.push(decision.severity)
         self.prev_summary = decision.summary
+        if self.first_summary is None:
+            self.first_summary = decision.summary
         self.t = decision.t
 
-    def snapshot(self) -> tuple[int, RunningStats, torch.Tensor | None]:
-        return self.t, self.stats.snapshot(), self.prev_summary
+    def snapshot(self) -> tuple[int, RunningStats, torch.Tensor | None, torch.Tensor | None]:
+        return self.t, self.stats.snapshot(), self.prev_summary, self.first_summary
 
-    def restore(self, snap: tuple[int, RunningStats, torch.Tensor | None]) -> None:
-        self.t, stats, self.prev_summary = snap
+    def restore(self, snap: tuple[int, RunningStats, torch.Tensor | None, torch.Tensor | None]) -> None:
+        self.t, stats, self.prev_summary, self.first_summary = snap
         self.stats = stats.snapshot()
