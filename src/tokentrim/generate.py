@@ -165,7 +165,7 @@ def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Back
         num_frames = first.num_latent_frames or backbone.num_latent_frames
         warm_prompt = next(j.prompt for _, _, todo in plans for j in todo)
         warm_frames = min(num_frames, first.video.warm_up_latent_frames or num_frames)
-        _warm_up(backbone, runners[0][3], warm_prompt, warm_frames, device, first.video.encoding)
+        warm_up(backbone, runners[0][3], warm_prompt, warm_frames, device, first.video.encoding)
         names = dict.fromkeys(j.name for _, _, todo in plans for j in todo)  # first-seen order, no duplicates
         order = [(runner, runner[2][name]) for name in names for runner in runners if name in runner[2]]
         with BackgroundWriter(first.video.writer_queue) as writer:
@@ -176,7 +176,7 @@ def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Back
     return [run_dir for _, run_dir, _ in plans]
 
 
-def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str, encoding_name: str) -> float:
+def warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str, encoding_name: str) -> float:
     """One untimed video through everything a timed video uses -- rollout at the videos' length (every KV-cache shape,
     compiled blocks), decode at the real shape (cuDNN autotuning, the fused decode kernels), the host copy and an
     encode (PyAV/libx264 loaded) -- so that the first timed video of a process is not slower than the rest. TokenTrim
@@ -221,10 +221,20 @@ def _is_done(run_dir: Path, job: Job) -> bool:
     return all((run_dir / sub / f"{job.name}{ext}").exists() for sub, ext in (("videos", ".mp4"), ("events", ".jsonl"), ("meta", ".json")))
 
 
-def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device: str,
-                  writer: BackgroundWriter) -> None:
-    """Roll out and decode `job` on the device (timed, synchronised), then hand its frames to `writer`."""
-    started_unix = time.time()
+@dataclass
+class Rendered:
+    """One video rolled out and decoded on the device (what `render` returns)."""
+
+    latents: torch.Tensor  # [1, T, C, h, w] fp32
+    pixels: torch.Tensor  # [T_px, H, W, 3] uint8, on the device
+    events: list[dict]
+    wall_s: float  # rollout, synchronised
+    decode_s: float  # decode, synchronised
+
+
+def render(job: Job, backbone: Backbone, pipeline, num_frames: int, device: str) -> Rendered:
+    """Roll out and decode `job` on the device, each part timed between device synchronisations (the GPU work of one
+    video; `bench/cli_throughput.py` times the same function as the bench reference)."""
     generator = torch.Generator(device=device).manual_seed(job.seed)
     shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
     # latents stay fp32 whatever the model's dtype (the model casts its input; x0 / re-noising in fp32)
@@ -248,8 +258,16 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
     start = time.perf_counter()
     pixels = backbone.decode(latents)  # [T_px, H, W, 3] uint8, on the device
     _sync(device)
-    decode_s = time.perf_counter() - start
-    frames, ready = _to_host(pixels)  # one device -> host copy, overlapping the next rollout
+    return Rendered(latents, pixels, events, wall_s, time.perf_counter() - start)
+
+
+def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device: str,
+                  writer: BackgroundWriter) -> None:
+    """Roll out and decode `job` on the device (timed, synchronised), then hand its frames to `writer`."""
+    started_unix = time.time()
+    video = render(job, backbone, pipeline, num_frames, device)
+    latents, events, wall_s, decode_s = video.latents, video.events, video.wall_s, video.decode_s
+    frames, ready = _to_host(video.pixels)  # one device -> host copy, overlapping the next rollout
     latents_cpu = latents[0].float().cpu().contiguous() if cfg.save_latents else None  # [T, C, h, w]
     meta = {
         "video": job.name,
