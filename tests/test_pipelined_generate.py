@@ -150,3 +150,18 @@ def test_a_run_directory_made_with_one_encoding_refuses_the_other_unless_overwri
         del near["video"]  # a directory made before video.* existed was encoded near-lossless: not taken as official
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(near, resolve=True))
     assert gen.changed_generation_keys(run_dir, official) == ["video.encoding"]
+
+
+def test_bad_video_keys_fail_with_one_line_naming_the_key(root: Path) -> None:
+    from tokentrim.config_schema import ConfigError
+
+    for override, message in [
+        ("video.encoding=lossless", "video.encoding must be one of ['official', 'near_lossless'], got 'lossless'"),
+        ("video.writer_queue=-1", "video.writer_queue must be >= 0 (0 = write inline), got -1"),
+        ("video.writer_queue=true", "video.writer_queue must be an integer, got true"),
+        ("video.warm_up_latent_frames=0", "video.warm_up_latent_frames must be >= 1 or null, got 0"),
+        ("+video.crf=20", "video has unknown keys ['crf']"),
+    ]:
+        with pytest.raises(ConfigError) as raised:
+            config(root, override)
+        assert message in str(raised.value) and "\n" not in str(raised.value), override
