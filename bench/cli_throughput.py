@@ -68,9 +68,11 @@ def log(msg: str) -> None:
 
 
 def base_overrides(backbone: str, latent_frames: int, args, prompt_file: Path, output_root: Path) -> list[str]:
-    """The Hydra overrides of one cell, shared by the CLI and the reference (user overrides after `--` win)."""
+    """The Hydra overrides of one cell, shared by the CLI and the reference (user overrides after `--` win).
+    `scorer=vbench scorer.dimensions=[]`: generation only, so no scorer package or weights are needed (the default
+    TinyWorld scorer would hold the prompts to its grammar)."""
     return [f"backbone={backbone}", "backbone.random_weights=true", f"device={args.device}", f"dtype={args.dtype}",
-            f"num_latent_frames={latent_frames}", "scorer=vbench", "scorer.dimensions=[temporal_flickering]",
+            f"num_latent_frames={latent_frames}", "scorer=vbench", "scorer.dimensions=[]",
             "prompts=file", f"prompts.path={prompt_file}", "prompts.seeds=[0]", f"prompts.limit={args.prompts}",
             f"paths.output_root={output_root}", "experiment_name=cli_throughput", *args.overrides]
 
