@@ -39,6 +39,7 @@ from tokentrim.scoring.scorer_config import SCORER_NAMES
 from tokentrim.tinyworld.prompts import SPLITS as TINYWORLD_SPLITS
 from tokentrim.trim.tokentrim import (DRIFT_METRICS, DRIFT_REFERENCES, DRIFT_SOURCES, REGEN_NOISE, SCOPES, SEVERITIES,
                                      TokenTrimConfig)
+from tokentrim.video_io import ENCODINGS
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,7 @@ DriftSource = _choices("DriftSource", DRIFT_SOURCES)
 PromptProtocol = _choices("PromptProtocol", PROMPT_PROTOCOLS)
 FlowMoTarget = _choices("FlowMoTarget", TARGETS)
 FlowMoOptimizer = _choices("FlowMoOptimizer", OPTIMIZERS)
+VideoEncoding = _choices("VideoEncoding", ENCODINGS)
 CHOICE_OVERLAYS: dict[type, dict[str, type[enum.Enum]]] = {
     TokenTrimConfig: {"severity": Severity, "drift_metric": DriftMetric, "drift_reference": DriftReference, "scope": Scope, "regen_noise": RegenNoise,
                       "drift_source": DriftSource},
@@ -96,6 +98,16 @@ class PathsConfig:
 class ShardConfig:
     index: int = 0
     count: int = 1
+
+
+@dataclasses.dataclass
+class VideoConfig:
+    """`video`: how `tokentrim generate` encodes and writes its videos (`tokentrim.video_io.encoding`,
+    `tokentrim.video_writer`)."""
+
+    encoding: VideoEncoding
+    writer_queue: int
+    warm_up_latent_frames: Optional[int]
 
 
 @dataclasses.dataclass
@@ -320,6 +332,7 @@ class RunConfig:
     overwrite: bool
     num_latent_frames: Optional[int]
     save_latents: bool
+    video: VideoConfig
     shard: ShardConfig
     report: ReportConfig
     paths: Any
@@ -507,6 +520,11 @@ def _check_run_keys(out: Mapping[str, Any]) -> None:
         raise ConfigError(f"shard.index must be in [0, shard.count={shard['count']}), got {shard['index']}")
     if out["num_latent_frames"] is not None and out["num_latent_frames"] < 1:
         raise ConfigError(f"num_latent_frames must be >= 1 or null, got {out['num_latent_frames']}")
+    video = out["video"]
+    if video["writer_queue"] < 0:
+        raise ConfigError(f"video.writer_queue must be >= 0 (0 = write inline), got {video['writer_queue']}")
+    if video["warm_up_latent_frames"] is not None and video["warm_up_latent_frames"] < 1:
+        raise ConfigError(f"video.warm_up_latent_frames must be >= 1 or null, got {video['warm_up_latent_frames']}")
     if out["report"]["n_boot"] < 0:
         raise ConfigError(f"report.n_boot must be >= 0, got {out['report']['n_boot']}")
     if not out["report"]["baseline_variant"] or "/" in out["report"]["baseline_variant"]:

@@ -1,15 +1,20 @@
 """Generation stage: prompts x seeds -> videos/<name>.mp4, events/<name>.jsonl, meta/<name>.json, videos.csv.
 
+Pipelined: the GPU rolls out and decodes video n+1 while a background writer (`tokentrim.video_writer`, a bounded
+queue of `video.writer_queue` videos) encodes video n and writes its files, meta last.
+
 Resumable: a video whose mp4, events and meta files exist is skipped; every file is written atomically (temp file +
-rename), so a killed run leaves either a finished video or nothing. Several processes may share a run directory
+rename), so a killed run leaves either a finished video or nothing (at most the queued videos are lost). Several processes may share a run directory
 (`shard.index/shard.count`): each writes only its own videos, and videos.csv is rebuilt from meta/*.json.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,12 +32,14 @@ from tokentrim.init.flowmo import FlowMoConfig
 from tokentrim.report.atomic_io import atomic_path, remove_stale_temps, write_json_atomic, write_text_atomic
 from tokentrim.scoring.prompts import video_name
 from tokentrim.trim import TokenTrim, TokenTrimConfig
-from tokentrim.video_io import write_video
+from tokentrim.video_io import encoding, write_video
+from tokentrim.video_writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
 
 # config sections that decide what a run directory's videos are; a rerun must agree on them
-GENERATION_KEYS = ("backbone", "trim", "init", "prompts", "num_latent_frames", "seed_offset", "dtype")
+# (dotted keys name one key of a section: the rest of `video` -- the writer's queue -- does not change the videos)
+GENERATION_KEYS = ("backbone", "trim", "init", "prompts", "num_latent_frames", "seed_offset", "dtype", "video.encoding")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -85,7 +92,15 @@ def changed_generation_keys(run_dir: Path, cfg: DictConfig) -> list[str]:
         return []
     old = OmegaConf.to_container(OmegaConf.load(existing), resolve=True)
     new = OmegaConf.to_container(cfg, resolve=True)
-    return [k for k in GENERATION_KEYS if old.get(k) != new.get(k)]
+    return [k for k in GENERATION_KEYS if _lookup(old, k) != _lookup(new, k)]
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    """`config[a][b]` for "a.b" (None where a level is missing, e.g. a run directory made before the key existed)."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def check_run_dir(run_dir: Path, cfg: DictConfig, overwrite: bool) -> list[str]:
@@ -143,34 +158,62 @@ def generate_variants(variants: list[tuple[DictConfig, Path]], *, backbone: Back
         backbone = backbone or build_backbone(OmegaConf.to_container(first.backbone, resolve=True), device=device, dtype=dtype)
         runners = []
         for cfg, run_dir, todo in plans:
-            write_env_json(run_dir / "env.json", device=cfg.device, seed=cfg.seed_offset, backbone=backbone.info)
+            write_env_json(run_dir / "env.json", device=cfg.device, seed=cfg.seed_offset, backbone=backbone.info,
+                           video_encoding=encoding(cfg.video.encoding).record(), video_writer_queue=cfg.video.writer_queue)
             pipeline = make_pipeline(backbone, trim=TokenTrim(trim_config(cfg.trim)), flowmo=flowmo_config(cfg.init))
             runners.append((cfg, run_dir, {j.name: j for j in todo}, pipeline))
         num_frames = first.num_latent_frames or backbone.num_latent_frames
         warm_prompt = next(j.prompt for _, _, todo in plans for j in todo)
-        _warm_up(backbone, runners[0][3], warm_prompt, num_frames, device)
+        warm_frames = min(num_frames, first.video.warm_up_latent_frames or num_frames)
+        warm_up(backbone, runners[0][3], warm_prompt, warm_frames, device, first.video.encoding)
         names = dict.fromkeys(j.name for _, _, todo in plans for j in todo)  # first-seen order, no duplicates
         order = [(runner, runner[2][name]) for name in names for runner in runners if name in runner[2]]
-        for (cfg, run_dir, _, pipeline), job in tqdm(order, desc="videos", unit="video"):
-            _generate_one(job, backbone, pipeline, run_dir, num_frames, cfg, device)
+        with BackgroundWriter(first.video.writer_queue) as writer:
+            for (cfg, run_dir, _, pipeline), job in tqdm(order, desc="videos", unit="video"):
+                _generate_one(job, backbone, pipeline, run_dir, num_frames, cfg, device, writer)
     for _, run_dir, _ in plans:
         write_manifest(run_dir)
     return [run_dir for _, run_dir, _ in plans]
 
 
-def _warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str) -> None:
-    """One short untimed rollout (lazy initialisation, allocator, kernels), so the first timed video is not slower."""
-    block = int(backbone.sampler.get("block_frames", 3))
-    frames = min(num_frames, block * int(backbone.sampler.get("window_blocks", 1)))  # Rolling Forcing: one full window
+def warm_up(backbone: Backbone, pipeline, prompt: str, num_frames: int, device: str, encoding_name: str) -> float:
+    """One untimed video through everything a timed video uses -- rollout at the videos' length (every KV-cache shape,
+    compiled blocks), decode at the real shape (cuDNN autotuning, the fused decode kernels), the host copy and an
+    encode (PyAV/libx264 loaded) -- so that the first timed video of a process is not slower than the rest. TokenTrim
+    is off (its pruned shapes depend on the prompt). Returns its seconds (logged; README: warm-up per process)."""
+    start = time.perf_counter()
     generator = torch.Generator(device=device).manual_seed(0)
-    shape = (1, frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
+    shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
     noise = torch.randn(shape, generator=generator, device=device)  # latents in fp32 (see _generate_one)
     trim, pipeline.trim = pipeline.trim, None
     try:
-        pipeline(noise, backbone.encode_prompt(prompt), noise_source=lambda s: torch.randn(s, generator=generator, device=device))
+        latents = pipeline(noise, backbone.encode_prompt(prompt), noise_source=lambda s: torch.randn(s, generator=generator, device=device))
     finally:
         pipeline.trim = trim
-    _sync(device)
+    frames, ready = _to_host(backbone.decode(latents))
+    _wait(ready)
+    with tempfile.TemporaryDirectory(prefix="tokentrim-warm-up-") as tmp:  # a few frames: loads the encoder
+        write_video(Path(tmp) / "warm_up.mp4", frames[:2].numpy(), backbone.fps, encoding_name=encoding_name)
+    seconds = time.perf_counter() - start
+    logger.info("warm-up: %.2fs (%d latent frames, decode, host copy, encode; untimed)", seconds, num_frames)
+    return seconds
+
+
+def _to_host(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """uint8 frames `[T, H, W, 3]` on the device -> the same on the host in ONE copy (CUDA: into pinned memory,
+    non-blocking; the returned event marks its end, waited for by whoever reads the frames)."""
+    if pixels.device.type != "cuda":
+        return pixels.cpu(), None
+    host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)  # [T, H, W, 3]; torch caches pinned blocks
+    host.copy_(pixels, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
+
+
+def _wait(ready: torch.cuda.Event | None) -> None:
+    if ready is not None:
+        ready.synchronize()
 
 
 def _is_done(run_dir: Path, job: Job) -> bool:
@@ -178,7 +221,20 @@ def _is_done(run_dir: Path, job: Job) -> bool:
     return all((run_dir / sub / f"{job.name}{ext}").exists() for sub, ext in (("videos", ".mp4"), ("events", ".jsonl"), ("meta", ".json")))
 
 
-def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device: str) -> None:
+@dataclass
+class Rendered:
+    """One video rolled out and decoded on the device (what `render` returns)."""
+
+    latents: torch.Tensor  # [1, T, C, h, w] fp32
+    pixels: torch.Tensor  # [T_px, H, W, 3] uint8, on the device
+    events: list[dict]
+    wall_s: float  # rollout, synchronised
+    decode_s: float  # decode, synchronised
+
+
+def render(job: Job, backbone: Backbone, pipeline, num_frames: int, device: str) -> Rendered:
+    """Roll out and decode `job` on the device, each part timed between device synchronisations (the GPU work of one
+    video; `bench/cli_throughput.py` times the same function as the bench reference)."""
     generator = torch.Generator(device=device).manual_seed(job.seed)
     shape = (1, num_frames, backbone.latent_channels, backbone.latent_height, backbone.latent_width)
     # latents stay fp32 whatever the model's dtype (the model casts its input; x0 / re-noising in fp32)
@@ -200,15 +256,19 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
     wall_s = time.perf_counter() - start
     bar.close()
     start = time.perf_counter()
-    frames = backbone.decode(latents).cpu().numpy()  # [T_px, H, W, 3] uint8
-    decode_s = time.perf_counter() - start
-    if cfg.save_latents:
-        from safetensors.torch import save_file
+    pixels = backbone.decode(latents)  # [T_px, H, W, 3] uint8, on the device
+    _sync(device)
+    return Rendered(latents, pixels, events, wall_s, time.perf_counter() - start)
 
-        with atomic_path(run_dir / "latents" / f"{job.name}.safetensors") as tmp:  # unique per process
-            save_file({"latents": latents[0].float().cpu().contiguous()}, str(tmp))
-    write_video(run_dir / "videos" / f"{job.name}.mp4", frames, backbone.fps)
-    write_text_atomic(run_dir / "events" / f"{job.name}.jsonl", "".join(json.dumps(e) + "\n" for e in events))
+
+def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_frames: int, cfg: DictConfig, device: str,
+                  writer: BackgroundWriter) -> None:
+    """Roll out and decode `job` on the device (timed, synchronised), then hand its frames to `writer`."""
+    started_unix = time.time()
+    video = render(job, backbone, pipeline, num_frames, device)
+    latents, events, wall_s, decode_s = video.latents, video.events, video.wall_s, video.decode_s
+    frames, ready = _to_host(video.pixels)  # one device -> host copy, overlapping the next rollout
+    latents_cpu = latents[0].float().cpu().contiguous() if cfg.save_latents else None  # [T, C, h, w]
     meta = {
         "video": job.name,
         "prompt": job.prompt,
@@ -220,6 +280,7 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
         "num_frames": int(frames.shape[0]),
         "num_latent_frames": num_frames,
         "fps": backbone.fps,
+        "encoding": cfg.video.encoding,
         "wall_s": wall_s,
         "decode_s": decode_s,
         "num_batches": len(events),
@@ -228,9 +289,29 @@ def _generate_one(job: Job, backbone: Backbone, pipeline, run_dir: Path, num_fra
         "num_pruned_tokens": sum(int(e["num_pruned_tokens"]) for e in events),
         "status": "ok",
         "error": "",
+        "started_unix": started_unix,  # rollout start; finished_unix (meta written) is added by the writer
+        "decoded_unix": time.time(),
     }
-    write_json_atomic(run_dir / "meta" / f"{job.name}.json", meta)  # written last: marks the video done
-    logger.info("%s: %.2fs generation, %d triggers", job.name, wall_s, meta["num_triggers"])
+    task = functools.partial(_write_outputs, run_dir, job.name, frames, ready, events, latents_cpu, meta, backbone.fps,
+                             cfg.video.encoding)
+    writer.submit(job.name, task)  # blocks while video.writer_queue videos wait for the writer
+    logger.info("%s: %.2fs generation, %.2fs decode, %d triggers", job.name, wall_s, decode_s, meta["num_triggers"])
+
+
+def _write_outputs(run_dir: Path, name: str, frames: torch.Tensor, ready, events: list[dict],
+                   latents: torch.Tensor | None, meta: dict, fps: float, encoding_name: str) -> None:
+    """The writer's task for one video: mp4, latents, events, then meta LAST (the done marker)."""
+    _wait(ready)
+    start = time.perf_counter()
+    write_video(run_dir / "videos" / f"{name}.mp4", frames.numpy(), fps, encoding_name=encoding_name)  # [T, H, W, 3]
+    encode_s = time.perf_counter() - start
+    if latents is not None:
+        from safetensors.torch import save_file
+
+        with atomic_path(run_dir / "latents" / f"{name}.safetensors") as tmp:  # unique per process
+            save_file({"latents": latents}, str(tmp))
+    write_text_atomic(run_dir / "events" / f"{name}.jsonl", "".join(json.dumps(e) + "\n" for e in events))
+    write_json_atomic(run_dir / "meta" / f"{name}.json", {**meta, "encode_s": encode_s, "finished_unix": time.time()})
 
 
 def write_manifest(run_dir: Path) -> Path:

@@ -23,7 +23,7 @@ from tokentrim.report.atomic_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoInfo", "write_video", "read_video", "probe", "clip_num_frames", "cut_clips", "clip_spans"]
+__all__ = ["VideoInfo", "ENCODINGS", "Encoding", "encoding", "write_video", "read_video", "probe", "clip_num_frames", "cut_clips", "clip_spans"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,71 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: int = 18, preset: str = "medium") -> None:
+# `video.encoding` (conf/config.yaml): how generated videos are encoded
+ENCODINGS = ("official", "near_lossless")
+
+# x264's SIMD sets up to AVX2 (its `asm` CPU-flag names). The official settings (mb-tree on) were NOT deterministic
+# with the libx264 of PyAV 18.1 on an AVX-512 CPU: two encodes of the same frames differed by up to 21 levels. With
+# AVX-512 left out (this list) or with no assembly at all (`asm=0`) every encode gave the same bytes; the capped list
+# keeps the encode speed of the official writer (asm=0 was 5-7x slower) and its size within 1 % (measured on a smooth
+# 49-frame 240x416 clip and 81 frames at 480x832; README "Video encoding"). x264 flag name -> /proc/cpuinfo flag.
+X264_PORTABLE_ASM = {"MMX2": "sse", "SSE": "sse", "SSE2": "sse2", "SSE2Fast": "sse2", "SSSE3": "ssse3",
+                     "SSE4": "sse4_1", "SSE4.2": "sse4_2", "LZCNT": "abm", "AVX": "avx", "FMA3": "fma",
+                     "BMI2": "bmi2", "AVX2": "avx2"}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What `write_video` gives the encoder: the libx264 options and the frame rate it stores."""
+
+    name: str
+    options: dict
+    integer_fps: bool  # torchvision's write_video rounds a float fps to an integer
+    note: str  # the determinism fix in force (or the fallback taken), for env.json
+
+    def record(self) -> dict:
+        return {"encoding": self.name, "encoder": "libx264", "pix_fmt": "yuv420p", "options": dict(self.options),
+                "note": self.note}
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux x86), None where they cannot be read."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+def encoding(name: str, *, crf: int = 18, preset: str = "medium") -> Encoding:
+    """The encoder settings of `video.encoding=name` (`crf`/`preset` are the near_lossless knobs).
+
+    official: what the official Self-Forcing inference writes with (`torchvision.io.write_video(path, video, fps=16)`,
+        torchvision <= 0.21): libx264, yuv420p, NO encoder options (libx264 defaults: crf 23, preset medium, mb-tree
+        on), rgb24 frames with pict_type NONE, fps rounded to an integer; plus the determinism fix: x264's assembly
+        capped at AVX2 (`X264_PORTABLE_ASM`), or `asm=0` where the CPU lacks one of those sets (slower; recorded).
+    near_lossless: CRF `crf` (18), preset `preset`, mb-tree off (deterministic: the same frames give the same bytes).
+    """
+    if name == "near_lossless":
+        return Encoding(name, {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}, integer_fps=False,
+                        note="mb-tree off (deterministic)")
+    if name != "official":
+        raise ValueError(f"video.encoding must be one of {list(ENCODINGS)}, got {name!r}")
+    flags = _cpu_flags()
+    if flags is not None and all(flag in flags for flag in X264_PORTABLE_ASM.values()):
+        asm, note = ",".join(X264_PORTABLE_ASM), "x264 assembly capped at AVX2 (AVX-512 paths were not deterministic)"
+    else:
+        asm, note = "0", "x264 assembly off (asm=0): this CPU lacks one of the SIMD sets up to AVX2; slower encode"
+    return Encoding(name, {"x264-params": f"asm={asm}"}, integer_fps=True, note=note)
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf: int = 18, preset: str = "medium",
+                encoding_name: str = "near_lossless") -> None:
     """Write `frames` `[T, H, W, 3]` uint8 RGB as an H.264 yuv420p mp4 at `fps`, atomically and reproducibly (the
     same frames give the same bytes).
 
@@ -59,12 +123,16 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
         path: target `.mp4` path; its directory is created if missing.
         frames: uint8 `[T, H, W, 3]` numpy array (a torch tensor is converted). H and W must be even, because
             yuv420p subsamples chroma 2x2; odd sizes raise ValueError instead of being silently cropped.
-        fps: frames per second (> 0). Non-integer rates are stored as an exact fraction (limit 1/1001 steps).
-        crf: libx264 constant rate factor (0 = lossless luma, 18 = visually lossless, 23 = ffmpeg default).
-        preset: libx264 speed preset.
+        fps: frames per second (> 0). Non-integer rates are stored as an exact fraction (limit 1/1001 steps), or
+            rounded to an integer with the official encoding (as torchvision's write_video does).
+        crf: near_lossless: libx264 constant rate factor (0 = lossless luma, 18 = visually lossless).
+        preset: near_lossless: libx264 speed preset.
+        encoding_name: `official` (torchvision's write_video settings, made deterministic) or `near_lossless`; see
+            `encoding`.
     """
     import av  # local import: PyAV loads ffmpeg libraries
 
+    settings = encoding(encoding_name, crf=crf, preset=preset)
     if hasattr(frames, "detach"):
         frames = frames.detach().cpu().numpy()
     frames = _check_frames(frames)
@@ -75,23 +143,22 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
         raise ValueError(f"write_video: fps must be > 0, got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = Fraction(round(fps)) if settings.integer_fps else Fraction(fps).limit_denominator(1001)
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width = width
             stream.height = height
             stream.pix_fmt = "yuv420p"
-            # mbtree off: with x264's macroblock-tree rate control on, the libx264 of PyAV 18.1 encoded the same
-            # frames to different pixels from call to call (up to +-50 levels), and the scores moved in the 5th
-            # decimal. The output is stable with mb-tree off or with x264's assembly off (so its SIMD mb-tree path is
-            # the likely source); with mb-tree off the bytes are identical across calls and processes.
-            stream.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
+            # near_lossless keeps mbtree off: with x264's macroblock-tree rate control on, the libx264 of PyAV 18.1
+            # encoded the same frames to different pixels from call to call (its AVX-512 paths; see X264_PORTABLE_ASM)
+            stream.options = dict(settings.options)
             for frame in frames:  # [H, W, 3]
                 packet_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                packet_frame.pict_type = av.video.frame.PictureType.NONE  # as torchvision's write_video
                 container.mux(stream.encode(packet_frame))
             container.mux(stream.encode())  # flush the encoder
-    logger.debug("wrote %s (%d frames, %dx%d, %.3f fps)", path, num_frames, width, height, fps)
+    logger.debug("wrote %s (%d frames, %dx%d, %.3f fps, %s)", path, num_frames, width, height, fps, settings.name)
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
