@@ -39,7 +39,7 @@ def test_grit_standin_loads_into_vbench_grit_and_detects(tmp_path):
     import torch
 
     from tokentrim.scoring.standins import grit
-    from tokentrim.scoring.vbench_adapter import _import_vbench, _vbench_session
+    from tokentrim.scoring.vbench_env import import_vbench, vbench_session
 
     roots = standin_roots(tmp_path)
     paths = grit.write(roots, seed=0)
@@ -48,8 +48,8 @@ def test_grit_standin_loads_into_vbench_grit_and_detects(tmp_path):
     assert all(item.is_ready for item in status.values()), status
     state = torch.load(paths[0], map_location="cpu")["model"]
     assert float(state["proposal_generator.centernet_head.agn_hm.bias"]) == grit.PROPOSAL_BIAS
-    with _vbench_session(roots, "object_class"):
-        captions = _import_vbench("vbench.third_party.grit_model")
+    with vbench_session(roots, "object_class"):
+        captions = import_vbench("vbench.third_party.grit_model")
         model = captions.DenseCaptioning(torch.device("cpu"))
         model.initialize_model_det(model_weight=str(paths[0]))  # vbench's own loader (DetectionCheckpointer)
         loaded = model.demo.predictor.model.state_dict()
@@ -57,5 +57,7 @@ def test_grit_standin_loads_into_vbench_grit_and_detects(tmp_path):
         frame = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)  # [H, W, 3]
         caption, _ = model.run_caption_tensor(frame)
     assert caption, "the stand-in keeps no box at vbench's 0.5 threshold"
-    for description, box, _ in caption:
-        assert isinstance(description, str) and len(box) == 4
+    words = grit.caption_words()
+    for description, box, det_descriptions in caption:  # one-word captions (module docstring), both decoders
+        assert description in words and set(det_descriptions) <= set(words), (description, det_descriptions)
+        assert len(box) == 4

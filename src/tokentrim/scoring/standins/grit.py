@@ -10,26 +10,65 @@ Files (under `roots`):
     <cache_dir>/grit_model/grit_b_densecap_objectdet.pth   torch.save({"model": state_dict}), detectron2's container
     <hf_home>/hub/models--bert-base-uncased/...             tokenizer stand-in (`standins.bert`, no weights)
 
-Weights: the architecture's own initialisation under `torch.manual_seed(seed)`, with ONE change, recorded here and in
-the README: the CenterNet agnostic-heatmap bias (`proposal_generator.centernet_head.agn_hm.bias`) is set from its
-focal-loss training prior, -4.6 (sigmoid 0.01), to `PROPOSAL_BIAS`. With the prior, every proposal scores ~0.01, so
-sqrt(box score x proposal score) never reaches vbench's 0.5 test threshold, no box is ever kept and the caption, box and
-matching code of all four dimensions never runs (color then divides by zero). **The scores mean nothing.**
+Weights: the architecture's own initialisation under `torch.manual_seed(seed)`, with changes to init values only (no
+code, no shape), recorded here and in results/vbench_grit/README.md. **The scores mean nothing.**
+1. Proposals. The CenterNet agnostic-heatmap bias (`proposal_generator.centernet_head.agn_hm.bias`) is set from its
+   focal-loss training prior, -4.6 (sigmoid 0.01), to `PROPOSAL_BIAS`. With the prior every proposal scores ~0.01, so
+   sqrt(box score x proposal score) never reaches vbench's 0.5 test threshold, no box is kept and the caption, box and
+   matching code of all four dimensions never runs (color then divides by zero). At 2.0: 4-7 boxes per frame on the
+   96x160 test videos of `scripts/vbench_grit_standins.py` (measured 2026-12-04; 0.0 gives the same counts).
+2. Captions (2026-12-04: before this, random captions never chose [SEP] and ran the decoder's full 40 steps, twice per
+   box, the GRiT run never finished on 2 CPU cores). The text head's output layer is tied to the word embeddings, and
+   with random weights the hidden state at a position correlates with that position's input embedding (the word the
+   decoder just read scores ~6.5 against ~0.55 std for the rest; vbench bans repeating it). So:
+   - `[SEP]`'s embedding row is the position-1 embedding: after the first caption word (position 1) [SEP] scores like
+     a repeat (~6.5), after the task token (position 0) it does not: every caption is ONE word, 3 decoder steps;
+   - `CAPTION_WORDS` (the object and colour words of the first `PROMPTS_PER_DIMENSION` VBench prompts of each GRiT
+     dimension) get `+WORD_BIAS` on the output bias, so the caption is a word the dimensions can match;
+   - the task begin tokens ([CLS] = ObjectDet, id 104 = DenseCap) get `-TASK_TOKEN_BIAS`: position 0 would otherwise
+     echo the task token.
+   Which word a box gets is decided by the random network (box features); on the test videos the kept boxes read
+   "bird", "motorcycle" and "green", so most scores are 0 (what matters is ours == vbench's).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tokentrim.scoring.standins import bert
 from tokentrim.scoring.standins.bert import write_bert_base_uncased
 from tokentrim.scoring.weights import GRIT_DIMENSIONS, WeightRoots
 
-__all__ = ["DIMENSIONS", "REQUIRES", "CHECKPOINT", "PROPOSAL_BIAS", "write"]
+__all__ = ["DIMENSIONS", "REQUIRES", "CHECKPOINT", "PROPOSAL_BIAS", "PROMPTS_PER_DIMENSION", "WORD_BIAS",
+           "TASK_TOKEN_BIAS", "caption_words", "write"]
 
 DIMENSIONS: tuple[str, ...] = GRIT_DIMENSIONS
 REQUIRES: tuple[str, ...] = ("detectron2",)
 CHECKPOINT = Path("grit_model") / "grit_b_densecap_objectdet.pth"
 PROPOSAL_BIAS = 2.0  # agn_hm logit: proposal score sigmoid(2) ~ 0.88, so random box scores straddle the 0.5 threshold
+PROMPTS_PER_DIMENSION = 2  # caption words come from the first 2 VBench prompts of each GRiT dimension (the script's)
+WORD_BIAS = 4.0  # output-bias boost of CAPTION_WORDS: above the ~2.3 max of 30522 random logits, below [SEP]'s ~6.5
+TASK_TOKEN_BIAS = 10.0  # output-bias penalty of the task begin tokens (never a caption word)
+_TASK_TOKENS = (101, 104)  # GRiT's begin tokens: [CLS] for ObjectDet (train_task[0]), 103 + 1 for DenseCap
+
+
+def caption_words() -> list[str]:
+    """Object and colour words the four dimensions match, from the first `PROMPTS_PER_DIMENSION` prompts of each."""
+    from tokentrim.scoring.prompts import load_vbench_suite  # noqa: PLC0415
+
+    words: list[str] = []
+    for dimension in DIMENSIONS:
+        entries = [entry for entry in load_vbench_suite() if dimension in entry.dimensions][:PROMPTS_PER_DIMENSION]
+        for entry in entries:
+            info = entry.auxiliary_info[dimension]
+            if dimension == "spatial_relationship":
+                info = info["spatial_relationship"]
+                words += [info["object_a"], info["object_b"]]
+            elif dimension == "color":
+                words += [info["color"], entry.prompt.split()[-1]]  # "a red bicycle": colour + object
+            else:
+                words += [word.strip() for word in info["object"].split(" and ")]
+    return list(dict.fromkeys(words))
 
 
 def write(roots: WeightRoots, *, seed: int) -> list[Path]:
@@ -50,19 +89,25 @@ def _state_dict(roots: WeightRoots, *, seed: int) -> dict:
                                   "github.com/facebookresearch/detectron2 (results/vbench_grit/README.md)") from err
     import torch  # noqa: PLC0415
 
-    from tokentrim.scoring.vbench_adapter import _import_vbench, _vbench_session  # noqa: PLC0415
+    from tokentrim.scoring.vbench_env import import_vbench, vbench_session  # noqa: PLC0415
 
     # The ROI heads load the bert tokenizer while being built: the same offline session as scoring finds our stand-in.
-    with _vbench_session(roots, "object_class"):
-        captions = _import_vbench("vbench.third_party.grit_src.image_dense_captions")
+    with vbench_session(roots, "object_class"):
+        captions = import_vbench("vbench.third_party.grit_src.image_dense_captions")
         from detectron2.modeling import build_model  # noqa: PLC0415
 
         cfg = captions.setup_cfg(captions.get_parser(torch.device("cpu"), model_weight=""))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_model(cfg)
+    vocab = {piece: index for index, piece in enumerate(bert.stand_in_vocab())}
+    words = [vocab[word] for word in caption_words()]  # KeyError = a multi-piece word: pick single-token prompts
     with torch.no_grad():
         model.proposal_generator.centernet_head.agn_hm.bias.fill_(PROPOSAL_BIAS)  # [1]
+        head = model.roi_heads.text_decoder.textual  # shared by text_decoder and text_decoder_det
+        head.embedding.words.weight[vocab["[SEP]"]] = head.embedding.positions.weight[1]  # [768]; tied to output.weight
+        head.output.bias[words] += WORD_BIAS  # [30522]
+        head.output.bias[list(_TASK_TOKENS)] -= TASK_TOKEN_BIAS
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
