@@ -140,7 +140,7 @@ def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
 NUM_LATENT, NUM_FRAMES, FPS, BATCHES = 60, 237, 8.0, 20
 
 
-def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0, latents=False):
+def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0, latents=False, drift_source="final"):
     """A run dir like `tokentrim run backbone=tiny`: 8 videos, 20 batches, 15 clips. Video v drops by 0.4 from clip
     `planted[v]` on (None: no drop); D_t is large exactly at the batches whose clips hold the drop onset, so D_t is a
     perfect detector of the sustained drops. `triggers`: batches that fired (the run's pruning); `lift` is added to the
@@ -184,7 +184,8 @@ def _write_run(root, name, *, trim, planted, rng, triggers=(), lift=0.0, latents
     pd.DataFrame(videos).to_csv(run / "videos.csv", index=False)
     pd.DataFrame(scores).assign(error="", content_hash="").to_csv(run / "scores.csv", index=False)
     (run / "config.yaml").write_text(f"variant: {name}\nscorer:\n  name: tinyworld\n  clip_seconds: 2.0\n"
-                                     f"trim:\n  name: {trim}\n  enabled: {str(trim != 'none').lower()}\n")
+                                     f"trim:\n  name: {trim}\n  enabled: {str(trim != 'none').lower()}\n"
+                                     f"  drift_source: {drift_source}\n")
     return run
 
 
@@ -224,6 +225,22 @@ def test_report_scores_a_planted_detector_and_the_paired_effect(tmp_path):
     assert "differs from the logged D_t" in text  # and the report says the latents are not what the rule saw
     again = make_report(tmp_path, n_boot=200, plots=False, detector=cfg)  # seeded: the same numbers
     assert again.tables["detector_csv"].read_text() == paths.tables["detector_csv"].read_text()
+
+
+def test_a_first_step_monitor_gets_its_own_d_rows_but_no_final_latent_replay(tmp_path):
+    planted = [5, 8, None, 11, 3, None, 9, 6]
+    _write_run(tmp_path, "baseline", trim="none", planted=planted, rng=np.random.default_rng(0), latents=True)
+    _write_run(tmp_path, "monitor_first_step", trim="none", planted=planted, rng=np.random.default_rng(1),
+               latents=True, drift_source="first_step")
+    paths = make_report(tmp_path, n_boot=0, plots=False, detector={"dimensions": None, "permutations": 50})
+    table = pd.read_csv(paths.tables["detector_csv"])
+    auc = table[(table["table"] == "auc") & (table["run"] == "monitor_first_step")]
+    assert set(auc["signal"]) == {"D_t (raw)", "(D-mu)/sigma (rule)", "batch index t (reference)"}
+    assert set(table[table["table"] == "signals"]["run"]) == {"baseline"}
+    text = paths.tables["detector_md"].read_text()
+    assert "monitor_first_step: trim.drift_source=first_step, so report.detector.signals" in text
+    assert "monitor_first_step: the replayed signal" not in text  # no false "latents are not what the rule saw"
+    assert "baseline: the replayed signal 'l2' (no overrides) differs" in text  # the check still runs where it applies
 
 
 def test_runs_without_tinyworld_scores_get_no_detector_report(tmp_path):

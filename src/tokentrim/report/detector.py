@@ -327,14 +327,24 @@ def signal_columns(events: pd.DataFrame) -> list[str]:
     return sorted(c for c in events.columns if str(c).startswith("signal_") and not str(c).endswith(("_z", "_fired")))
 
 
+def replays_final_latents(run: RunData, cfg: DetectorConfig) -> bool:
+    """Whether `report.detector.signals` are replayed on this run: signals are configured, the rule never pruned
+    (`trim.enabled=false`) and its logged D_t is of the final latents (`trim.drift_source=final`). A first-step
+    monitor's final latents are the same videos as the final-latent monitor's, whose rows already hold the replays,
+    and its logged D_t is a different signal, so the replay's check against the log would fail by design."""
+    trim = _dig(run.config or {}, "trim", {}) or {}
+    return bool(cfg.signals) and not trim.get("enabled", True) and trim.get("drift_source", "final") == "final"
+
+
 def replayed_signals(run: RunData, cfg: DetectorConfig, video: str, ev: pd.DataFrame) -> dict[str, np.ndarray]:
     """`report.detector.signals` replayed on the video's saved latents ({} when none are configured, the run pruned,
-    or it saved no latents: `batch_frame` names the last two in its notes)."""
+    its D_t is not of the final latents, or it saved no latents: `detector_tables` names the last three in its
+    notes)."""
     from tokentrim.report.signals import load_latents, signal_config, video_signals
 
-    trim = dict(_dig(run.config or {}, "trim", {}) or {})
-    if not cfg.signals or trim.get("enabled", True):
+    if not replays_final_latents(run, cfg):
         return {}
+    trim = dict(_dig(run.config or {}, "trim", {}) or {})
     latents = load_latents(run.run_dir, video)  # [F, C, H, W]
     if latents is None:
         return {}
@@ -530,8 +540,12 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
         except ValueError as err:
             notes.append(f"{run.backbone} / {run.label}: skipped ({str(err).splitlines()[0]})")
             continue
-        monitor = not (_dig(run.config or {}, "trim", {}) or {}).get("enabled", True)
-        if cfg.signals and monitor and not (run.run_dir / "latents").is_dir():
+        trim = _dig(run.config or {}, "trim", {}) or {}
+        if cfg.signals and not trim.get("enabled", True) and not replays_final_latents(run, cfg):
+            notes.append(f"{run.backbone} / {run.label}: trim.drift_source={trim.get('drift_source')}, so "
+                         f"report.detector.signals (replays of the final latents) are not replayed here: they are "
+                         f"in the final-latent monitor's rows")
+        elif replays_final_latents(run, cfg) and not (run.run_dir / "latents").is_dir():
             notes.append(f"{run.backbone} / {run.label}: no saved latents (generate with save_latents=true), so "
                          f"report.detector.signals were not replayed")
     for (backbone, label), (batches, _) in frames.items():
