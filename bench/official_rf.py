@@ -22,9 +22,10 @@ import io
 import sys
 import types
 from pathlib import Path
-from unittest import mock
 
 import torch
+
+from official_common import official_pipeline, stub_official_packages
 
 from tokentrim.pipelines.rolling_forcing import RollingForcingConfig, window_schedule
 
@@ -49,18 +50,7 @@ def import_official_rf(repo: Path, sdpa) -> types.SimpleNamespace:
         raise FileNotFoundError(f"--official-rf: {repo}/pipeline/rolling_forcing_inference.py does not exist")
     for name in [m for m in sys.modules if m.split(".")[0] in OFFICIAL_PACKAGES]:
         del sys.modules[name]  # a Self Forcing checkout imported earlier uses the same package names
-    sys.path.insert(0, str(repo))
-    for name in ("flash_attn", "flash_attn_interface"):  # attention.py probes them; None = ModuleNotFoundError
-        sys.modules[name] = None
-    for name, sub in (("wan", "wan"), ("wan.modules", "wan/modules"), ("pipeline", "pipeline"), ("utils", "utils")):
-        pkg = types.ModuleType(name)  # skip the package __init__s (they import the training stack)
-        pkg.__path__ = [str(repo / sub)]
-        sys.modules[name] = pkg
-    t5 = types.ModuleType("wan.modules.t5")  # t5.py calls torch.cuda.current_device() at import; never used here
-    t5.umt5_xxl = None
-    tok = types.ModuleType("wan.modules.tokenizers")  # imports transformers/ftfy/regex; never used here
-    tok.HuggingfaceTokenizer = None
-    sys.modules.update({"wan.modules.t5": t5, "wan.modules.tokenizers": tok})
+    stub_official_packages(repo, ("wan", "wan.modules", "pipeline", "utils"))
     try:
         import pipeline.rolling_forcing_inference as pipeline_mod
         import utils.wan_wrapper as wrapper_mod
@@ -75,37 +65,13 @@ def import_official_rf(repo: Path, sdpa) -> types.SimpleNamespace:
     return types.SimpleNamespace(causal=causal_mod, wrapper=wrapper_mod, pipeline=pipeline_mod, repo=repo)
 
 
-class _Text:
-    def __init__(self, prompt_embeds: torch.Tensor):
-        self.prompt_embeds = prompt_embeds
-
-    def __call__(self, text_prompts):
-        return {"prompt_embeds": self.prompt_embeds}
-
-
-class _NoDecode:
-    def decode_to_pixel(self, latent, use_cache=False):
-        return latent
-
-
 def build_official_rf(mods, ours, *, tokens_per_frame: int, full_geometry: bool, prompt_embeds: torch.Tensor,
                       device, dtype):
     """Official RF wrapper + pipeline holding our model's weights (strict load); returns (pipeline, wrapper)."""
     cfg = ours.config
-    kwargs = dict(model_type="t2v", patch_size=tuple(cfg.patch_size), text_len=cfg.text_len, in_dim=cfg.in_dim,
-                  dim=cfg.dim, ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim, out_dim=cfg.out_dim,
-                  num_heads=cfg.num_heads, num_layers=cfg.num_layers, eps=cfg.eps)
-    with torch.device(device):
-        model = mods.causal.CausalWanModel(**kwargs)
-    model.load_state_dict(ours.state_dict(), strict=True)
-    model = model.to(dtype).eval().requires_grad_(False)
-    with mock.patch.object(mods.wrapper.CausalWanModel, "from_pretrained", lambda *a, **k: model):
-        wrapper = mods.wrapper.WanDiffusionWrapper(timestep_shift=5.0, is_causal=True)
-    args = types.SimpleNamespace(denoising_step_list=STEP_LIST, warp_denoising_step=True,
-                                 num_frame_per_block=BLOCK_FRAMES, independent_first_frame=False, context_noise=0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        pipe = mods.pipeline.CausalInferencePipeline(args, device=device, generator=wrapper,
-                                                     text_encoder=_Text(prompt_embeds), vae=_NoDecode())
+    pipe, model, wrapper = official_pipeline(mods, ours, step_list=STEP_LIST, block_frames=BLOCK_FRAMES,
+                                             timestep_shift=5.0, prompt_embeds=prompt_embeds, device=device,
+                                             dtype=dtype)
     if not full_geometry:  # the official code hard-codes the 1.3B geometry at 832x480
         pipe.num_transformer_blocks = cfg.num_layers
         pipe.frame_seq_length = tokens_per_frame

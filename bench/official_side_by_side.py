@@ -70,6 +70,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exec_path  # noqa: E402  (bench-only helpers)
 import official_rf  # noqa: E402  (the official Rolling Forcing loop)
+from official_common import official_pipeline, stub_official_packages  # noqa: E402
 from bench_config import with_config_defaults  # noqa: E402
 
 from tokentrim.env_info import collect_env  # noqa: E402
@@ -265,25 +266,13 @@ def import_official(repo: Path) -> types.SimpleNamespace:
     repo = repo.resolve()
     if not (repo / "pipeline/causal_inference.py").is_file():
         raise FileNotFoundError(f"--official-sf: {repo}/pipeline/causal_inference.py does not exist")
-    sys.path.insert(0, str(repo))
-    # attention.py probes flash_attn / flash_attn_interface catching only ModuleNotFoundError; a None entry makes the
-    # import raise exactly that (the GPU image's import blocker would raise a plain ImportError). Routed to SDPA below.
-    for name in ("flash_attn", "flash_attn_interface"):
-        sys.modules[name] = None
-    for name, sub in (("wan", "wan"), ("wan.modules", "wan/modules"), ("pipeline", "pipeline"), ("demo_utils", "demo_utils")):
-        pkg = types.ModuleType(name)  # skip the package __init__s (they import the whole T2V/I2V/training stack)
-        pkg.__path__ = [str(repo / sub)]
-        sys.modules[name] = pkg
-    t5 = types.ModuleType("wan.modules.t5")  # t5.py calls torch.cuda.current_device() at import; never used here
-    t5.umt5_xxl = None
-    tok = types.ModuleType("wan.modules.tokenizers")  # imports transformers/ftfy/regex; never used here
-    tok.HuggingfaceTokenizer = None
+    stub_official_packages(repo, ("wan", "wan.modules", "pipeline", "demo_utils"))
     mem = types.ModuleType("demo_utils.memory")  # calls torch.cuda.current_device() at import; low_memory unused
     mem.gpu = torch.device("cpu")
     mem.get_cuda_free_memory_gb = lambda *a, **k: 0.0
     mem.DynamicSwapInstaller = object
     mem.move_model_to_device_with_memory_preservation = lambda *a, **k: None
-    sys.modules.update({"wan.modules.t5": t5, "wan.modules.tokenizers": tok, "demo_utils.memory": mem})
+    sys.modules["demo_utils.memory"] = mem
     # causal_model.py compiles flex_attention at import (training path only): make torch.compile the identity there
     with mock.patch.object(torch, "compile", lambda fn=None, *a, **k: fn):
         import pipeline.causal_inference as pipeline_mod
@@ -298,36 +287,12 @@ def import_official(repo: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(causal=causal_mod, wrapper=wrapper_mod, pipeline=pipeline_mod, vae=vae_mod, repo=repo)
 
 
-class _Text:
-    def __init__(self, prompt_embeds: torch.Tensor):
-        self.prompt_embeds = prompt_embeds
-
-    def __call__(self, text_prompts):
-        return {"prompt_embeds": self.prompt_embeds}
-
-
-class _NoDecode:
-    def decode_to_pixel(self, latent, use_cache=False):
-        return latent
-
-
 def build_official(mods, ours: CausalWanModel, geo: Geometry, prompt_embeds: torch.Tensor, device, dtype):
     """Official wrapper + pipeline holding our weights; returns (pipeline, wrapper)."""
     cfg = ours.config
-    kwargs = dict(model_type="t2v", patch_size=tuple(cfg.patch_size), text_len=cfg.text_len, in_dim=cfg.in_dim,
-                  dim=cfg.dim, ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim, out_dim=cfg.out_dim,
-                  num_heads=cfg.num_heads, num_layers=cfg.num_layers, eps=cfg.eps)
-    with torch.device(device):
-        model = mods.causal.CausalWanModel(**kwargs)
-    model.load_state_dict(ours.state_dict(), strict=True)
-    model = model.to(dtype).eval().requires_grad_(False)
-    with mock.patch.object(mods.wrapper.CausalWanModel, "from_pretrained", lambda *a, **k: model):
-        wrapper = mods.wrapper.WanDiffusionWrapper(timestep_shift=TIMESTEP_SHIFT, is_causal=True)
-    args = types.SimpleNamespace(denoising_step_list=STEP_LIST, warp_denoising_step=True,
-                                 num_frame_per_block=BLOCK_FRAMES, independent_first_frame=False, context_noise=0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        pipe = mods.pipeline.CausalInferencePipeline(args, device=device, generator=wrapper,
-                                                     text_encoder=_Text(prompt_embeds), vae=_NoDecode())
+    pipe, model, wrapper = official_pipeline(mods, ours, step_list=STEP_LIST, block_frames=BLOCK_FRAMES,
+                                             timestep_shift=TIMESTEP_SHIFT, prompt_embeds=prompt_embeds,
+                                             device=device, dtype=dtype)
     if geo is TINY:  # the official loop hard-codes the 1.3B geometry (30 layers, 1560 tokens, 12x128 heads, 512 text)
         pipe.num_transformer_blocks = cfg.num_layers
         pipe.frame_seq_length = geo.tokens_per_frame

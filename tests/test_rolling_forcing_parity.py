@@ -79,9 +79,9 @@ def test_model_calls_and_cache_match_the_official_trace():
     assert cache.staged == 0 and bool((cache.entry_frame[committed:] == -1).all())
 
 
-def test_rollout_with_eviction_matches_the_official_latents():
-    meta, tensors, model = load_scenario("rollout")
-    config = RollingForcingConfig(
+def _official_config(meta: dict) -> RollingForcingConfig:
+    """Our sampler at the settings the official rollout scenario ran with."""
+    return RollingForcingConfig(
         denoising_steps=tuple(meta["denoising_step_list"]),
         warp_denoising_step=meta["warp_denoising_step"],
         shift=meta["timestep_shift"],
@@ -90,6 +90,11 @@ def test_rollout_with_eviction_matches_the_official_latents():
         max_attention_frames=meta["max_attention_tokens"] // meta["tokens_per_frame"],
         context_noise=float(meta["context_noise"]),
     )
+
+
+def test_rollout_with_eviction_matches_the_official_latents():
+    meta, tensors, model = load_scenario("rollout")
+    config = _official_config(meta)
     pipe = RollingForcingPipeline(model, config)
     assert pipe.timesteps == pytest.approx(meta["warped_timesteps"], rel=1e-7)
     draws = iter(tensors[call["key"]] for call in meta["renoise_calls"])  # official order: window, then block
@@ -107,15 +112,7 @@ def test_rollout_with_eviction_matches_the_official_latents():
 
 def _rollout(model: CausalWanModel, meta: dict, tensors: dict) -> tuple[torch.Tensor, RollingForcingPipeline]:
     """The official rollout scenario through our pipeline with the official re-noising draws replayed."""
-    config = RollingForcingConfig(
-        denoising_steps=tuple(meta["denoising_step_list"]),
-        warp_denoising_step=meta["warp_denoising_step"],
-        shift=meta["timestep_shift"],
-        block_frames=meta["frames_per_block"],
-        cache_frames=meta["kv_cache_tokens"] // meta["tokens_per_frame"],
-        max_attention_frames=meta["max_attention_tokens"] // meta["tokens_per_frame"],
-        context_noise=float(meta["context_noise"]),
-    )
+    config = _official_config(meta)
     pipe = RollingForcingPipeline(model, config)
     draws = iter(tensors[call["key"]] for call in meta["renoise_calls"])
     latents = pipe(tensors["noise"], model.encode_context(tensors["prompt_embeds"]), noise_source=lambda _shape: next(draws))
