@@ -5,7 +5,8 @@
 # D1-D5, ROC plots). Results without videos and latents are packed into OUT_DIR/detectors.tgz.
 #
 #   scripts/detector_benchmark.sh OUTPUT_ROOT OUT_DIR [extra overrides, e.g. device=cuda shard.count=2]
-# GPU (integrator):  . .whl/device_env.sh && scripts/detector_benchmark.sh /tmp/det $OUT device=cuda
+# GPU (integrator):  . .whl/device_env.sh && scripts/detector_benchmark.sh /tmp/det $OUT device=cuda scorer.vbench_dimensions=[]
+# The committed results (results/tinyworld/detector/cpu) ran the same runs on the CPU, shard.count=2 shard.index=0|1.
 # CPU smoke:         scripts/detector_benchmark.sh /tmp/det_smoke /tmp/det_smoke_out prompts.limit=1 \
 #                      prompts.seeds=[0] num_latent_frames=12
 set -euo pipefail
