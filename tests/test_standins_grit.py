@@ -48,16 +48,20 @@ def test_grit_standin_loads_into_vbench_grit_and_detects(tmp_path):
     assert all(item.is_ready for item in status.values()), status
     state = torch.load(paths[0], map_location="cpu")["model"]
     assert float(state["proposal_generator.centernet_head.agn_hm.bias"]) == grit.PROPOSAL_BIAS
-    with vbench_session(roots, "object_class"):
-        captions = import_vbench("vbench.third_party.grit_model")
-        model = captions.DenseCaptioning(torch.device("cpu"))
-        model.initialize_model_det(model_weight=str(paths[0]))  # vbench's own loader (DetectionCheckpointer)
-        loaded = model.demo.predictor.model.state_dict()
-        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
-        frame = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)  # [H, W, 3]
-        caption, _ = model.run_caption_tensor(frame)
-    assert caption, "the stand-in keeps no box at vbench's 0.5 threshold"
-    words = grit.caption_words()
-    for description, box, det_descriptions in caption:  # one-word captions (module docstring), both decoders
-        assert description in words and set(det_descriptions) <= set(words), (description, det_descriptions)
-        assert len(box) == 4
+    obj, colour = grit.colour_echo()  # "bicycle", "red" (module docstring 3)
+    assert {obj, colour} <= set(grit.caption_words())
+    frame = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)  # [H, W, 3]
+    # vbench's two loaders (DetectionCheckpointer): ObjectDet for object_class / multiple_objects /
+    # spatial_relationship (both decoders begin with [CLS]), DenseCap for color (the caption decoder begins with 104)
+    for loader, expected in (("initialize_model_det", obj), ("initialize_model", colour)):
+        with vbench_session(roots, "object_class"):
+            captions = import_vbench("vbench.third_party.grit_model")
+            model = captions.DenseCaptioning(torch.device("cpu"))
+            getattr(model, loader)(model_weight=str(paths[0]))
+            loaded = model.demo.predictor.model.state_dict()
+            assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+            caption, _ = model.run_caption_tensor(frame)
+        assert caption, f"{loader}: the stand-in keeps no box at vbench's 0.5 threshold"
+        for description, box, det_descriptions in caption:  # one-word captions, both decoders
+            assert description == expected and set(det_descriptions) == {obj}, (loader, description, det_descriptions)
+            assert len(box) == 4

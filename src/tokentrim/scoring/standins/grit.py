@@ -27,8 +27,16 @@ code, no shape), recorded here and in results/vbench_grit/README.md. **The score
      dimension) get `+WORD_BIAS` on the output bias, so the caption is a word the dimensions can match;
    - the task begin tokens ([CLS] = ObjectDet, id 104 = DenseCap) get `-TASK_TOKEN_BIAS`: position 0 would otherwise
      echo the task token.
-   Which word a box gets is decided by the random network (box features); on the test videos the kept boxes read
-   "bird", "motorcycle" and "green", so most scores are 0 (what matters is ours == vbench's).
+   With 2. alone, which word a box gets was decided by the random network (box features): on the test videos the
+   kept boxes read "bird", "motorcycle" and "green". 3. fixes it.
+3. Colour (2026-12-04: with 2. alone no box was ever captioned with the colour prompt's object, and vbench's color
+   divided by zero on every video, ours and theirs alike). The ObjectDet begin token's embedding row is set to that of
+   the first colour prompt's object word ("bicycle" of "a red bicycle") and the DenseCap begin token's row to its
+   colour word ("red"): position 0 then echoes them (the same ~6.5, plus `WORD_BIAS`; the begin tokens themselves keep
+   `-TASK_TOKEN_BIAS`), so every kept box reads "bicycle" to ObjectDet and "red" to DenseCap (vbench's DenseCap
+   loader, used by color; its ObjectDet loader, used by the other three, begins both decoders with [CLS], so there
+   every caption is "bicycle"). On the script's videos: color 1.0 ("a red bicycle") and 0.0 ("a green bicycle"),
+   spatial_relationship 1.0 ("a bicycle on the left of a car"), object_class and multiple_objects 0.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from tokentrim.scoring.standins.bert import write_bert_base_uncased
 from tokentrim.scoring.weights import GRIT_DIMENSIONS, WeightRoots
 
 __all__ = ["DIMENSIONS", "REQUIRES", "CHECKPOINT", "PROPOSAL_BIAS", "PROMPTS_PER_DIMENSION", "WORD_BIAS",
-           "TASK_TOKEN_BIAS", "caption_words", "write"]
+           "TASK_TOKEN_BIAS", "caption_words", "colour_echo", "write"]
 
 DIMENSIONS: tuple[str, ...] = GRIT_DIMENSIONS
 REQUIRES: tuple[str, ...] = ("detectron2",)
@@ -50,6 +58,14 @@ PROMPTS_PER_DIMENSION = 2  # caption words come from the first 2 VBench prompts 
 WORD_BIAS = 4.0  # output-bias boost of CAPTION_WORDS: above the ~2.3 max of 30522 random logits, below [SEP]'s ~6.5
 TASK_TOKEN_BIAS = 10.0  # output-bias penalty of the task begin tokens (never a caption word)
 _TASK_TOKENS = (101, 104)  # GRiT's begin tokens: [CLS] for ObjectDet (train_task[0]), 103 + 1 for DenseCap
+
+
+def colour_echo() -> tuple[str, str]:
+    """(object, colour) of the first colour prompt: what ObjectDet and DenseCap echo at position 0 (docstring 3)."""
+    from tokentrim.scoring.prompts import load_vbench_suite  # noqa: PLC0415
+
+    entry = next(entry for entry in load_vbench_suite() if "color" in entry.dimensions)
+    return entry.prompt.split()[-1], entry.auxiliary_info["color"]["color"]
 
 
 def caption_words() -> list[str]:
@@ -108,6 +124,8 @@ def _state_dict(roots: WeightRoots, *, seed: int) -> dict:
         head.embedding.words.weight[vocab["[SEP]"]] = head.embedding.positions.weight[1]  # [768]; tied to output.weight
         head.output.bias[words] += WORD_BIAS  # [30522]
         head.output.bias[list(_TASK_TOKENS)] -= TASK_TOKEN_BIAS
+        for task_token, word in zip(_TASK_TOKENS, colour_echo()):  # [CLS] (ObjectDet) -> object, 104 -> colour
+            head.embedding.words.weight[task_token] = head.embedding.words.weight[vocab[word]].clone()  # [768]
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
