@@ -17,7 +17,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def sweep_points(experiment: str) -> list[list[str]]:
-    params = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    """The points of the experiment's `hydra.sweeper.params`; [[]] (its one run) for a single-run one (detectors)."""
+    params = OmegaConf.select(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"), "hydra.sweeper.params",
+                              default={})
     axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
     return [list(point) for point in itertools.product(*axes)]
 

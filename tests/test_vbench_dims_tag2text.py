@@ -72,5 +72,5 @@ def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     parity = parity_of(run_parities(tmp_path, roots, [case]), DIMENSION)
     assert_equal_per_video(parity)
     (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]
-    assert Path(clip_row["path"]).name.endswith("_000.mp4"), clip_row["path"]
+    assert Path(clip_row["clip_path"]).name.endswith("_000.mp4"), clip_row["clip_path"]
     print(f"{DIMENSION}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

@@ -46,8 +46,8 @@ def test_scorer_equals_vbench_evaluate_per_video(vbench_standins, tmp_path):
     assert_equal_per_video(parity)
     labels = set(build_dict().values())
     for row in parity.ours.values():  # vbench's own parse of the file it read finds a Kinetics-400 label
-        name = Path(row["path"]).name.lower()
+        name = Path(row["clip_path"] or row["path"]).name.lower()
         assert name.split("-")[0].split("person is ")[-1].split("_")[0] in labels, name
     (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]
-    assert Path(clip_row["path"]).name.endswith("_full.mp4"), clip_row["path"]
+    assert Path(clip_row["clip_path"]).name.endswith("_full.mp4"), clip_row["clip_path"]
     print(f"{DIMENSION}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

@@ -58,5 +58,5 @@ def test_scorer_equals_vbench_evaluate_per_video(parities, dimension):
     parity = parity_of(parities, dimension)
     assert_equal_per_video(parity)  # one whole-video row, one clip row
     (clip_row,) = [row for (_, clip), row in parity.ours.items() if clip == 0]
-    assert Path(clip_row["path"]).name.endswith("_full.mp4"), clip_row["path"]
+    assert Path(clip_row["clip_path"]).name.endswith("_full.mp4"), clip_row["clip_path"]
     print(f"{dimension}: ours {parity.ours_s:.1f} s, vbench {parity.direct_s:.1f} s")

@@ -15,7 +15,6 @@ processes' float reductions in the same order.
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import shutil
@@ -140,12 +139,13 @@ def _stage(work: Path, ours: Mapping[tuple[str, int], dict], mode: str):
     sources: dict[tuple[str, int], Path] = {}
     for (video, clip), row in ours.items():
         if clip < 0:
+            assert row["clip_path"] == "", row  # a whole-video row has no clip file
             sources[(video, clip)] = Path(row["path"])
         else:
-            # `<video>_<NNN>.mp4`; `<video>_full.mp4` when the video is shorter than one clip (upstream's names)
-            names = [f"{video}_{clip:03d}.mp4"] + ([f"{video}_full.mp4"] if clip == 0 else [])
-            (found,) = [hit for name in names for hit in (work / "clips").glob(f"*/*/{glob.escape(name)}")]
-            sources[(video, clip)] = found
+            # scores.csv's clip_path: `<video>_<NNN>.mp4`, `<video>_full.mp4` when the video is shorter than one clip
+            # (upstream's names; the dimension tests check which)
+            sources[(video, clip)] = Path(row["clip_path"])
+            assert sources[(video, clip)].is_file() and sources[(video, clip)].is_relative_to(work / "clips"), row
     folder = work / "direct_videos"
     folder.mkdir()
     staged: dict[str, tuple[str, int]] = {}
