@@ -502,16 +502,28 @@ class Bench:
                 row["speedup_vs_official"] = rows["official"]["total_s"]["median"] / row["total_s"]["median"]
         return rows
 
-    def equality(self, outputs: dict) -> dict:
+    @staticmethod
+    def equality(outputs: dict, first: str) -> dict:
+        """Each output vs the official's and each other `ours_*` output vs `first` (our first, eager-most variant)."""
         ref = outputs.get("official")
-        eager = outputs.get(f"ours_{next(iter(self.variants))}")
         out = {}
         for name, latents in outputs.items():
             if name != "official" and ref is not None:
                 out[f"{name}_vs_official"] = compare(latents, ref)
-            if name.startswith("ours_") and eager is not None and latents is not eager:
-                out[f"{name}_vs_ours_{next(iter(self.variants))}"] = compare(latents, eager)
+            if name.startswith("ours_") and name != first and first in outputs:
+                out[f"{name}_vs_{first}"] = compare(latents, outputs[first])
         return out
+
+    def sf_equality(self, outputs: dict) -> dict:
+        return self.equality(outputs, f"ours_{next(iter(self.variants))}")
+
+    @staticmethod
+    def fastest_ours(rows: dict, default: str) -> str:
+        """The variant name (without `ours_`) of the `ours_*` row with the lowest median time; `default` if none."""
+        ours_rows = {k: v for k, v in rows.items() if k.startswith("ours_")}
+        if not ours_rows:
+            return default
+        return min(ours_rows, key=lambda k: ours_rows[k]["total_s"]["median"])[len("ours_"):]
 
     # -- stages
     def stage_forward(self) -> dict:
@@ -545,10 +557,8 @@ class Bench:
         pipe = self.ours_pipe(window=21, sink=0)
         runs, outputs = self.interleaved(self.runners(self.noise_short, pipe, names), self.args.repeats, warmup=True)
         rows = self.table(runs, 1 + 4 * (self.geo.short_frames - 1))
-        ours_rows = {k: v for k, v in rows.items() if k.startswith("ours_")}
-        if ours_rows:
-            self.best_variant = min(ours_rows, key=lambda k: ours_rows[k]["total_s"]["median"])[len("ours_"):]
-        return {"latent_frames": self.geo.short_frames, "variants": rows, "equality": self.equality(outputs),
+        self.best_variant = self.fastest_ours(rows, self.best_variant)
+        return {"latent_frames": self.geo.short_frames, "variants": rows, "equality": self.sf_equality(outputs),
                 "fastest_ours": f"ours_{self.best_variant}",
                 "speed_configs": {f"ours_{n}": vars(s) for n, s in self.variants.items()}}
 
@@ -603,7 +613,7 @@ class Bench:
                 set_official_window(self.official, geo, window=-1, sink=0)
         return {"latent_frames": geo.long_frames, "window_frames": geo.window_frames, "sink_frames": geo.sink_frames,
                 "official_expression": "CausalWanModel local_attn_size=window, sink_size=sink (its rolling KV cache)",
-                "variants": self.table(runs, 1 + 4 * (geo.long_frames - 1)), "equality": self.equality(outputs)}
+                "variants": self.table(runs, 1 + 4 * (geo.long_frames - 1)), "equality": self.sf_equality(outputs)}
 
     # -- Rolling Forcing
     def rf_runners(self, noise, names) -> dict:
@@ -635,22 +645,13 @@ class Bench:
         return out
 
     def rf_equality(self, outputs: dict) -> dict:
-        ref, first = outputs.get("official"), f"ours_{next(iter(self.rf_variants))}"
-        out = {}
-        for name, latents in outputs.items():
-            if name != "official" and ref is not None:
-                out[f"{name}_vs_official"] = compare(latents, ref)
-            if name.startswith("ours_") and name != first and first in outputs:
-                out[f"{name}_vs_{first}"] = compare(latents, outputs[first])
-        return out
+        return self.equality(outputs, f"ours_{next(iter(self.rf_variants))}")
 
     def stage_rf(self) -> dict:
         names = ["official"] + [f"ours_{n}" for n in self.rf_variants]
         runs, outputs = self.interleaved(self.rf_runners(self.noise_rf, names), self.args.repeats, warmup=True)
         rows = self.table(runs, 1 + 4 * (self.geo.rf_short_frames - 1))
-        ours_rows = {k: v for k, v in rows.items() if k.startswith("ours_")}
-        if ours_rows:
-            self.best_rf_variant = min(ours_rows, key=lambda k: ours_rows[k]["total_s"]["median"])[len("ours_"):]
+        self.best_rf_variant = self.fastest_ours(rows, self.best_rf_variant)
         return {"latent_frames": self.geo.rf_short_frames, "variants": rows, "equality": self.rf_equality(outputs),
                 "fastest_ours": f"ours_{self.best_rf_variant}",
                 "speed_configs": {f"ours_{n}": vars(s) for n, s in self.rf_variants.items()}}
