@@ -16,6 +16,10 @@ Per cell (backbone x video length):
              frames/s = pixel frames made / seconds, videos/hour = videos / seconds x 3600.
   ratio      the reference's seconds for the CLI's videos (per-variant medians x count) / the CLI's seconds: 1.0 =
              the command line is as fast as its GPU work (target >= 0.9 steady).
+  drain      steady splits into GPU-busy (first rollout start -> the last video's rollout + decode end) and the drain
+             after it (the last video's host copy, encode and writes, which nothing overlaps). A job of n videos
+             pays the drain once: its steady ratio is about n g / (n g + drain) for g GPU seconds per video, so the
+             GPU-busy ratio (reference seconds / GPU-busy seconds) is what a long job approaches.
 Also per cell: the CLI's first video's GPU seconds over the median of the rest (a per-process cliff shows as > 1),
 and the CLI's median rollout / decode / encode seconds per video.
 
@@ -157,14 +161,16 @@ def summarise(ref: dict, cli: dict) -> dict:
     ref_s = sum(ref["variants"][variant_of.get(v["trim"], "tokentrim")]["video_s_median"] for v in videos)
     by_start = sorted(videos, key=lambda v: v["started_unix"])
     gpu_s = [v["wall_s"] + v["decode_s"] for v in by_start]
+    gpu_busy_s = max(v["started_unix"] + v["wall_s"] + v["decode_s"] for v in videos) - first_start
     return {
         "videos": len(videos), "pixel_frames": frames,
         "process_s": cli["process_s"], "startup_and_warm_up_s": first_start - cli["spawned_unix"], "steady_s": steady_s,
+        "gpu_busy_s": gpu_busy_s, "drain_s": steady_s - gpu_busy_s,
         "fps_process": frames / cli["process_s"], "fps_steady": frames / steady_s,
         "videos_per_hour_process": len(videos) / cli["process_s"] * 3600,
         "videos_per_hour_steady": len(videos) / steady_s * 3600,
         "reference_s_for_these_videos": ref_s, "fps_reference": frames / ref_s,
-        "ratio_steady": ref_s / steady_s, "ratio_process": ref_s / cli["process_s"],
+        "ratio_steady": ref_s / steady_s, "ratio_process": ref_s / cli["process_s"], "ratio_gpu_busy": ref_s / gpu_busy_s,
         "cli_gpu_s_sum": sum(gpu_s),
         "first_video_cliff_x": gpu_s[0] / statistics.median(gpu_s[1:]) if len(gpu_s) > 1 else None,
         "cli_median_s": {key: statistics.median(float(v[key]) for v in videos)
@@ -185,11 +191,12 @@ def render_markdown(record: dict) -> str:
              f"dtype {record['args']['dtype']}; {record['args']['prompts']} prompts x (baseline, TokenTrim) per cell; "
              f"reference: {record['args']['reference_repeats']} timed video(s) per variant after a full-length warm-up. "
              "steady = first timed rollout start -> last meta written (no process start-up, no warm-up); "
-             "process = spawn -> exit. ratio = reference seconds for the same videos / CLI seconds (target >= 0.9).",
+             "process = spawn -> exit. ratio = reference seconds for the same videos / CLI seconds (target >= 0.9); "
+             "GPU-busy = steady without the drain (the last video's encode and writes, paid once per job).",
              "", "| backbone | latent f | frames/video | videos | CLI fps steady | CLI fps process | bench fps "
-             "(DiT+decode) | ratio steady | ratio process | videos/h steady | videos/h process | start-up+warm-up s "
-             "| 1st-video cliff x | CLI median DiT / decode / encode s |",
-             "|" + "---|" * 14]
+             "(DiT+decode) | ratio steady | ratio process | ratio GPU-busy (drain s) | videos/h steady | "
+             "videos/h process | start-up+warm-up s | 1st-video cliff x | CLI median DiT / decode / encode s |",
+             "|" + "---|" * 15]
     for cell in record["cells"]:
         s = cell.get("summary")
         if s is None:
@@ -199,7 +206,8 @@ def render_markdown(record: dict) -> str:
         lines.append(
             f"| {cell['backbone']} | {cell['latent_frames']} | {s['pixel_frames'] // s['videos']} | {s['videos']} | "
             f"{_f(s['fps_steady'])} | {_f(s['fps_process'])} | {_f(s['fps_reference'])} | {_f(s['ratio_steady'])} | "
-            f"{_f(s['ratio_process'])} | {_f(s['videos_per_hour_steady'], '.0f')} | "
+            f"{_f(s['ratio_process'])} | {_f(s['ratio_gpu_busy'])} ({_f(s['drain_s'], '.1f')}) | "
+            f"{_f(s['videos_per_hour_steady'], '.0f')} | "
             f"{_f(s['videos_per_hour_process'], '.0f')} | {_f(s['startup_and_warm_up_s'], '.1f')} | "
             f"{_f(s['first_video_cliff_x'])} | {med['wall_s']:.2f} / {med['decode_s']:.2f} / {med['encode_s']:.2f} |")
     lines += ["", "Reference per variant (median s per video: DiT + decode; frames/s):", ""]

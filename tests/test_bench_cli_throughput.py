@@ -31,12 +31,15 @@ def test_summary_separates_start_up_from_the_steady_window_and_compares_to_the_r
     assert s["reference_s_for_these_videos"] == 14.0  # 2 x 3 s + 2 x 4 s
     assert s["ratio_steady"] == pytest.approx(14 / 18) and s["ratio_process"] == pytest.approx(14 / 50)
     assert s["first_video_cliff_x"] == pytest.approx(6.0 / 4.0)  # over the median of the rest (4, 3, 4)
+    # the GPU is busy until the last video's rollout + decode end (143 + 4 = 147); its encode and writes drain 1 s
+    assert s["gpu_busy_s"] == pytest.approx(17.0) and s["drain_s"] == pytest.approx(1.0)
+    assert s["ratio_gpu_busy"] == pytest.approx(14 / 17)
     assert s["cli_median_s"] == {"wall_s": 3.0, "decode_s": 1.0, "encode_s": 0.5}
     record = {"device_name": "cpu", "date": "d", "env": {}, "args": {"dtype": "float32", "prompts": 2,
               "reference_repeats": 1}, "cells": [{"backbone": "self_forcing", "latent_frames": 21, "summary": s,
                                                   "reference": {"variants": {}}}]}
     row = next(line for line in cli_throughput.render_markdown(record).splitlines() if line.startswith("| self_forcing"))
-    assert "| 18.00 | 6.48 |" in row and "| 0.78 | 0.28 |" in row and "| 1.50 |" in row
+    assert "| 18.00 | 6.48 |" in row and "| 0.78 | 0.28 | 0.82 (1.0) |" in row and "| 1.50 |" in row
 
 
 def test_flags_and_conf_bench_yaml_name_the_same_knobs() -> None:

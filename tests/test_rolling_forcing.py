@@ -207,12 +207,35 @@ def test_snapshot_restore_undoes_a_prune():
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def test_one_denoising_and_one_refresh_call_per_window():
+def test_one_denoising_call_per_window_and_one_refresh_per_clean_block_that_a_later_window_reads():
     model = tiny_model()
     pipe = RollingForcingPipeline(model, RollingForcingConfig())
     noise, context_kv = make_inputs(model, 18)
     pipe(noise, context_kv, noise_source=noise_source())
-    assert pipe.num_model_calls == 2 * (6 + 5 - 1)
+    windows = window_schedule(6, 5)
+    assert [w.index for w in windows if w.refresh] == [4, 5, 6, 7, 8]  # blocks 0..4 leave clean; block 5 is last
+    assert pipe.num_model_calls == (6 + 5 - 1) + 5
+
+
+@pytest.mark.parametrize("trigger", [False, True])
+def test_skipped_refreshes_are_never_read(monkeypatch, trigger):
+    """Upstream's schedule (a refresh after every window: block 0 in each ramp-up window, the last block after the
+    last window) gives the same bits as ours, with and without a TokenTrim prune (24 frames: the cache rolls)."""
+    import tokentrim.pipelines.rolling_forcing as rf
+
+    def run():
+        noise, context_kv = make_inputs(model, 24)
+        trim = TriggerAtBatch(TokenTrimConfig(p=0.2), batch=3) if trigger else None
+        pipe = RollingForcingPipeline(model, RollingForcingConfig(), trim=trim)
+        return pipe(noise, context_kv, noise_source=noise_source()), pipe.num_model_calls
+
+    model = tiny_model()
+    ours, calls = run()
+    schedule = rf.window_schedule
+    monkeypatch.setattr(rf, "window_schedule", lambda *a: [dataclasses.replace(w, refresh=True) for w in schedule(*a)])
+    upstream, upstream_calls = run()
+    assert calls == upstream_calls - 5  # 4 ramp-up refreshes of block 0 and the last window's
+    assert torch.equal(ours, upstream)
 
 
 def test_two_runs_with_the_same_seed_are_bit_identical():
@@ -273,7 +296,7 @@ def test_a_trigger_prunes_non_sink_frames_and_redoes_the_window_step():
     events = []
     pipe = RollingForcingPipeline(model, RollingForcingConfig(), trim=trim)
     out = pipe(noise, context_kv, noise_source=noise_source(), on_event=events.append)
-    assert pipe.num_model_calls == 2 * 10 + 1  # one extra denoising call for the redone window step
+    assert pipe.num_model_calls == 10 + 5 + 1  # 10 windows, 5 read refreshes, one redone window step
     event = events[2]
     assert (event["t"], event["window"], event["triggered"], event["retries"]) == (3, 6, True, 1)
     # cached at window 6: sink (frames 0..2) and block 1 (frames 3..5); k = round(0.2 * 16) = 3 tokens pruned in frames 3..5 only
@@ -295,7 +318,7 @@ def test_flowmo_guides_only_the_first_window():
     plain = RollingForcingPipeline(model, RollingForcingConfig())(noise, context_kv, noise_source=noise_source())
     pipe = RollingForcingPipeline(model, RollingForcingConfig(), flowmo=FlowMoConfig(steps=1, lr=0.05))
     guided = pipe(noise, context_kv, noise_source=noise_source())
-    assert pipe.num_model_calls == 2 * 9 + 1  # one guided forward (with grad) on window 0
+    assert pipe.num_model_calls == 9 + 4 + 1  # 9 windows, 4 read refreshes, one guided forward (with grad) on window 0
     assert not torch.equal(guided, plain)
     with pytest.raises(ValueError, match=r"init\.steps must be <= sampler\.window_blocks=5"):
         RollingForcingPipeline(model, RollingForcingConfig(), flowmo=FlowMoConfig(steps=6))

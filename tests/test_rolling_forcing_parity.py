@@ -106,7 +106,8 @@ def test_rollout_with_eviction_matches_the_official_latents():
 
     latents = pipe(tensors["noise"], model.encode_context(tensors["prompt_embeds"]), noise_source=replay)
     assert next(draws, None) is None  # every official draw consumed, no extra draw
-    assert pipe.num_model_calls == len(meta["generator_calls"])
+    # upstream's refreshes of block 0 in the ramp-up windows and after the last window are never read: we skip them
+    assert pipe.num_model_calls == len(meta["generator_calls"]) - config.window_blocks
     assert relative_error(latents, tensors["output"]) <= TOLERANCE
 
 

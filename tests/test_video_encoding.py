@@ -101,3 +101,19 @@ def test_official_encoding_falls_back_to_no_assembly_where_the_cpu_lacks_a_set(m
     monkeypatch.setattr(video_io, "_cpu_flags", lambda: set(video_io.X264_PORTABLE_ASM.values()))
     capped = video_io.encoding("official").options["x264-params"]
     assert capped.startswith("asm=") and "AVX2" in capped and "AVX512" not in capped
+
+
+def test_decoded_pixels_become_the_official_pipelines_uint8_frames():
+    """The official inference.py: decode -> fp32 clamp(-1, 1) -> x*0.5+0.5 -> clamp(0, 1) -> 255.0 * video ->
+    torchvision's write_video casts with torch.as_tensor(video, dtype=torch.uint8): truncation, not rounding."""
+    import torch
+
+    from tokentrim.backbones import to_uint8_frames
+
+    levels = torch.tensor([0.0, 0.4, 0.5, 0.7, 99.5, 100.7, 254.9, 255.0])  # 255 * (x*0.5+0.5) before the cast
+    x = (levels / 255 - 0.5) / 0.5
+    pixels = torch.cat([x, torch.tensor([-1.5, 1.5])]).view(1, 1, 1, 1, -1).expand(1, 2, 3, 2, -1)  # [1, T, 3, H, W]
+    official = torch.as_tensor(255.0 * (pixels[0].float().clamp(-1, 1) * 0.5 + 0.5).clamp(0, 1), dtype=torch.uint8)
+    ours = to_uint8_frames(pixels)  # [T, H, W, 3]
+    assert torch.equal(ours, official.permute(0, 2, 3, 1))
+    assert ours[0, 0, :, 0].tolist() == [0, 0, 0, 0, 99, 100, 254, 255, 0, 255]

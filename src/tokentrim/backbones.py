@@ -186,8 +186,10 @@ def make_pipeline(backbone: Backbone, *, trim=None, flowmo=None):
 
 
 def to_uint8_frames(pixels: torch.Tensor) -> torch.Tensor:
-    """[1, T, 3, H, W] in [-1, 1] -> uint8 [T, H, W, 3] (Self Forcing's x*0.5+0.5, clamp, *255)."""
-    frames = ((pixels[0].float() * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)  # [T, 3, H, W]
+    """[1, T, 3, H, W] in [-1, 1] -> uint8 [T, H, W, 3], the official pipelines' pixels: fp32 x*0.5+0.5, clamp, *255
+    (Self Forcing / Rolling Forcing `inference.py`), then TRUNCATED to uint8 as torchvision's `write_video` does
+    (`torch.as_tensor(video, dtype=torch.uint8)`), not rounded: rounding would make every frame ~0.5 level brighter."""
+    frames = ((pixels[0].float() * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8)  # [T, 3, H, W], truncation
     return frames.permute(0, 2, 3, 1).contiguous()  # -> [T, H, W, 3]
 
 
