@@ -76,7 +76,7 @@ from bench_config import with_config_defaults  # noqa: E402
 from tokentrim.env_info import collect_env  # noqa: E402
 from tokentrim.models.vae import WanVAE, convert_original_vae_state_dict  # noqa: E402
 from tokentrim.models.wan_causal import CausalWanModel, WanSpeedConfig  # noqa: E402
-from tokentrim.pipelines.rolling_forcing import RollingForcingPipeline  # noqa: E402
+from tokentrim.pipelines.rolling_forcing import RollingForcingPipeline, window_schedule  # noqa: E402
 from tokentrim.pipelines.self_forcing import SelfForcingConfig, SelfForcingPipeline  # noqa: E402
 from tokentrim.report.atomic_io import write_text_atomic  # noqa: E402
 
@@ -618,12 +618,15 @@ class Bench:
     # -- Rolling Forcing
     def rf_runners(self, noise, names) -> dict:
         """name -> (timer, run(seed) -> latents) for the official RF loop and our RF variants. The timer's first
-        block = the denoising call that finishes block 0 (window K-1: 2 calls per window, denoise + refresh)."""
+        block = the denoising call that finishes block 0 (window K-1): the official loop refreshes after every window
+        (2 calls per window before it), ours only the clean blocks a later window reads (none before it)."""
         config = official_rf.ours_config()
-        first_block_calls = 2 * (config.window_blocks - 1) + 1
+        official_first_block_calls = 2 * (config.window_blocks - 1) + 1
+        before_first_clean = window_schedule(config.window_blocks, config.window_blocks)[: config.window_blocks - 1]
+        first_block_calls = sum(1 + w.refresh for w in before_first_clean) + 1
         out = {}
         if self.official_rf is not None and "official" in names:
-            timer = Timer(self.device, self.official_rf_wrapper, first_block_calls, weights_gib(self.official_rf_wrapper),
+            timer = Timer(self.device, self.official_rf_wrapper, official_first_block_calls, weights_gib(self.official_rf_wrapper),
                           resident_gib=lambda: official_rf.official_cache_gib(self.official_rf))
             out["official"] = (timer, lambda seed: official_rf.run_official_rf(self.official_rf, noise, seed))
         pipe = RollingForcingPipeline(self.ours, config)
