@@ -541,11 +541,12 @@ def detector_tables(runs: Sequence[RunData], cfg: DetectorConfig, *, baseline: s
             notes.append(f"{run.backbone} / {run.label}: skipped ({str(err).splitlines()[0]})")
             continue
         trim = _dig(run.config or {}, "trim", {}) or {}
-        if cfg.signals and not trim.get("enabled", True) and not replays_final_latents(run, cfg):
+        replays = replays_final_latents(run, cfg)
+        if cfg.signals and not trim.get("enabled", True) and not replays:
             notes.append(f"{run.backbone} / {run.label}: trim.drift_source={trim.get('drift_source')}, so "
                          f"report.detector.signals (replays of the final latents) are not replayed here: they are "
                          f"in the final-latent monitor's rows")
-        elif replays_final_latents(run, cfg) and not (run.run_dir / "latents").is_dir():
+        elif replays and not (run.run_dir / "latents").is_dir():
             notes.append(f"{run.backbone} / {run.label}: no saved latents (generate with save_latents=true), so "
                          f"report.detector.signals were not replayed")
     for (backbone, label), (batches, _) in frames.items():
